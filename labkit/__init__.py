@@ -1,0 +1,1 @@
+"""labkit: the Stable Diffusion model lab."""
