@@ -11,18 +11,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it (a module never shares its function's name, so that
+# importing the module cannot shadow the function on the package)
 _LAZY_NAMES = {
     "open_model": "labkit.files",
     "ModelFile": "labkit.files",
-    "catalog": "labkit.catalog",
-    "doctor": "labkit.doctor",
+    "catalog": "labkit.inventory",
+    "doctor": "labkit.setup_check",
     "pick_device": "labkit.device",
     "LabkitError": "labkit.errors",
 }
 _SUBMODULES = {
-    "catalog", "cli", "convert", "device", "doctor", "embeddings", "errors", "files", "hashes",
-    "identify", "layouts", "lora", "metadata", "panels", "pipelines", "plots", "safety", "stats",
+    "cli", "convert", "device", "embeddings", "errors", "files", "hashes", "identify", "inventory",
+    "layouts", "lora", "metadata", "panels", "pipelines", "plots", "safety", "setup_check", "stats",
     "tensors", "zoo",
 }
 
