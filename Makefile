@@ -22,9 +22,10 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	HF_HUB_OFFLINE=1 DIFFUSERS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/jupyter/user-settings \
 	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
 	  --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/00_welcome.ipynb \
-	  --ServerApp.open_browser=False
+	  --ServerApp.open_browser=False --allow-root
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check labkit tests benchmarks

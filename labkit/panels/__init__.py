@@ -1,0 +1,16 @@
+"""One thin ipywidgets panel per notebook topic."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PANELS = {
+    "welcome_panel": "labkit.panels.welcome",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PANELS:
+        return getattr(importlib.import_module(_PANELS[name]), name)
+    raise AttributeError(f"module 'labkit.panels' has no attribute {name!r}")

@@ -1,0 +1,68 @@
+"""JupyterLab in headless Chromium, for the browser tests: start a server, open a notebook, run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SETTINGS_DIR = Path(__file__).resolve().parents[1] / "jupyter" / "user-settings"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium reaches out to Google's hosts at start unless told not to; this machine's closed
+# network refuses those connections, so they are turned off.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def jupyterlab(root: Path, token: str = "labkit-test") -> Iterator[str]:
+    """Run JupyterLab on a free local port over `root`; yield its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+           "--ServerApp.ip=127.0.0.1", "--allow-root", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}"]
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(SETTINGS_DIR)}
+    log = open(root / "jupyter.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n"
+                                       + (root / "jupyter.log").read_text()) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def run_all_cells(page) -> None:
+    """Run every cell of the open notebook through JupyterLab's Run menu and wait for the kernel."""
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.click("text=Run", timeout=30_000)
+    page.click("text=Run All Cells", timeout=30_000)
