@@ -1,0 +1,361 @@
+"""Conversions between model file forms: ckpt -> safetensors, diffusers folder <-> single file,
+fp16, EMA strip. Every write goes to a hidden temporary file (or folder) beside the destination
+and is renamed into place, so a destination is either absent or complete; sources are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from labkit import layouts
+from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError, NotAModelError
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SINGLE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+TMP_SUFFIX = ".partial"
+
+# Weight file names in a diffusers component folder, in order of preference.
+WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors", "model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
+    "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors",
+    "diffusion_pytorch_model.bin", "pytorch_model.bin",
+)
+
+# Components in model_index.json -> family of the single-file layout.
+FAMILY_BY_TEXT_ENCODERS = {
+    ("text_encoder",): "sd1",
+    ("text_encoder", "text_encoder_2"): "sdxl",
+    ("text_encoder_2",): "sdxl_refiner",
+}
+
+# Pipelines single_file_to_folder rebuilds, by model_index.json's _class_name.
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline",
+             "StableDiffusionXLImg2ImgPipeline", "StableDiffusionInpaintPipeline")
+
+# LitEma's buffers beside the EMA weights in LDM training checkpoints.
+EMA_BUFFERS = {"model_ema.decay": torch.tensor(0.9999, dtype=torch.float32),
+               "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)}
+EMA_PREFIX = "model_ema."
+
+
+def ema_key(key: str) -> str:
+    """LDM's EMA name of a `model.` key: `model_ema.` + the rest with its dots removed."""
+    return EMA_PREFIX + key.removeprefix("model.").replace(".", "")
+
+
+# ---------------------------------------------------------------- paths and atomic writes
+
+def _check_source(src: Path, want_dir: bool) -> Path:
+    if not src.exists():
+        raise NotAModelError("does not exist.", src, "Check the path.")
+    if want_dir and not src.is_dir():
+        raise IncompatibleModelError(
+            "is a single file, not a diffusers folder (a folder with model_index.json).", src,
+            "Use ckpt_to_safetensors, to_fp16 or strip_ema for single files.")
+    if not want_dir and src.is_dir():
+        raise IncompatibleModelError("is a folder, not a single model file.", src,
+                                     "Use folder_to_single_file for diffusers folders.")
+    return src
+
+
+def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    if dst.resolve() == src.resolve():
+        raise LabkitError("is both the source and the destination; the lab never overwrites "
+                          "its source.", dst, "Choose another destination.")
+    if dst.exists() and not overwrite:
+        raise LabkitError("already exists.", dst, "Pass overwrite=True to replace it.")
+    if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
+        raise LabkitError(f"lies inside the source folder {src}.", dst,
+                          "Choose a destination outside it.")
+
+
+def _tmp_name(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+@contextmanager
+def _atomic_file(dst: Path) -> Iterator[Path]:
+    """A temporary path beside dst, renamed onto dst when the block ends without error."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dst)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _atomic_folder(dst: Path) -> Iterator[Path]:
+    """A temporary folder beside dst, renamed onto dst (replacing it) when the block ends."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dst)
+    tmp.mkdir()
+    old = _tmp_name(dst)
+    try:
+        yield tmp
+        if dst.exists():
+            os.rename(dst, old)
+        os.rename(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- reading
+
+def _unwrap_pickle(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A loaded checkpoint's tensors (state_dict unwrapped) and its scalar leaves as metadata."""
+    if not isinstance(obj, dict):
+        raise NotAModelError(f"holds a {type(obj).__name__}, not a dict of tensors.", path,
+                             "Only state-dict checkpoints can be converted.")
+    meta = {str(k): str(v) for k, v in obj.items() if isinstance(v, int | float | str | bool)}
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict):
+        raise NotAModelError("has a state_dict that is not a dict.", path)
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, meta
+
+
+@contextmanager
+def _read_single(path: Path) -> Iterator[tuple[list[str], Any, dict[str, str]]]:
+    """(keys, get(key) -> tensor, metadata) of a .safetensors or pickle checkpoint."""
+    if path.suffix not in SINGLE_SUFFIXES:
+        raise NotAModelError(f"has suffix {path.suffix!r}; expected one of {SINGLE_SUFFIXES}.",
+                             path, "Rename the file if it is a model checkpoint.")
+    if path.suffix != ".safetensors":
+        from labkit.safety import safe_load
+
+        tensors, meta = _unwrap_pickle(safe_load(path), path)
+        yield list(tensors), tensors.pop, meta
+        return
+    from safetensors import safe_open
+
+    try:
+        f = safe_open(str(path), framework="pt")
+    except Exception as e:  # safetensors raises its own error types and OSError
+        raise CorruptFileError(f"is not a readable safetensors file ({e}).", path,
+                               "Download it again or check that it is a model file.") from e
+    with f:
+        yield list(f.keys()), f.get_tensor, dict(f.metadata() or {})
+
+
+def _component_weights(folder: Path) -> list[tuple[Path, list[str] | None]]:
+    """The weight files of a diffusers component folder, each with its keys (None: all)."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [(path, None)]
+        weight_map = json.loads(path.read_text())["weight_map"]
+        shards: dict[str, list[str]] = {}
+        for key, shard in weight_map.items():
+            shards.setdefault(shard, []).append(key)
+        return [(folder / shard, keys) for shard, keys in shards.items()]
+    raise NotAModelError(f"has no weight file (looked for {', '.join(WEIGHT_FILES)}).", folder)
+
+
+def _iter_component(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """A component folder's tensors, one at a time."""
+    for path, keys in _component_weights(folder):
+        with _read_single(path) as (names, get, _):
+            for key in keys or names:
+                yield key, get(key)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise NotAModelError("is missing.", path, "A diffusers folder needs it.") from e
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(f"is not valid JSON ({e}).", path) from e
+
+
+def _family(folder: Path, index: dict[str, Any]) -> str:
+    texts = tuple(n for n in ("text_encoder", "text_encoder_2") if (index.get(n) or [None])[0])
+    family = FAMILY_BY_TEXT_ENCODERS.get(texts)
+    if family is None or "unet" not in index or "vae" not in index:
+        raise IncompatibleModelError(
+            "is not an SD1 or SDXL pipeline folder (needs unet, vae and text encoders).",
+            folder / "model_index.json", "Only SD1 and SDXL folders convert to one file.")
+    if family == "sd1" and _read_json(folder / "text_encoder" / "config.json").get(
+            "hidden_act") == "gelu":
+        raise IncompatibleModelError("has an OpenCLIP text encoder (SD2); SD2's single-file "
+                                     "layout is not supported yet.", folder)
+    return family
+
+
+# ---------------------------------------------------------------- tensor steps
+
+def _cast(tensors: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    if dtype is None:
+        return tensors
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def _apply_ema(tensors: dict[str, torch.Tensor], keep: Literal["ema", "model"],
+               path: Path) -> dict[str, torch.Tensor]:
+    """Drop the EMA copy; with keep="ema" its weights first replace the model's."""
+    if keep == "ema":
+        twins = {ema_key(k): k for k in tensors if k.startswith("model.")}
+        orphans = [k for k in tensors if k.startswith(EMA_PREFIX)
+                   and k not in twins and k not in EMA_BUFFERS]
+        if orphans:
+            raise IncompatibleModelError(
+                f"has {len(orphans)} EMA tensors with no model twin (e.g. {orphans[0]}).", path,
+                'Use keep="model" to drop the EMA copy instead.')
+        tensors = {k: tensors.get(ema_key(k), v) if k.startswith("model.") else v
+                   for k, v in tensors.items()}
+    return {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous tensors with no storage shared between them (safetensors refuses sharing)."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen or not v.is_contiguous() else v
+        seen.add(ptr)
+    return out
+
+
+def _write_single(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> Path:
+    """Write tensors as .safetensors (metadata in the header) or a zip pickle {"state_dict"}."""
+    if dst.suffix not in SINGLE_SUFFIXES:
+        raise LabkitError(f"has suffix {dst.suffix!r}; choose one of {SINGLE_SUFFIXES}.", dst)
+    with _atomic_file(dst) as tmp:
+        if dst.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(_unshared(tensors), str(tmp), metadata or None)
+        else:
+            step = metadata.get("global_step", "0")
+            torch.save({"state_dict": tensors, "global_step": int(step) if step.isdigit() else 0},
+                       tmp)
+    return dst
+
+
+def _rewrite(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dtype | None,
+             ema: Literal["ema", "model"] | None, overwrite: bool) -> Path:
+    """Read a single file, keep tensors only, apply the EMA step and dtype, write dst."""
+    src, dst = _check_source(Path(src), want_dir=False), Path(dst)
+    _check_destination(src, dst, overwrite)
+    with _read_single(src) as (keys, get, metadata):
+        tensors = {k: get(k) for k in keys}
+    if ema is not None:
+        tensors = _apply_ema(tensors, ema, src)
+    return _write_single(_cast(tensors, dtype), dst, metadata)
+
+
+# ---------------------------------------------------------------- public functions
+
+def ckpt_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
+                        dtype: torch.dtype | None = None, strip_ema: bool = False,
+                        overwrite: bool = False) -> Path:
+    """Rewrite a pickle checkpoint as .safetensors (tensors only; scalars such as global_step
+    become header metadata). Raises NotAModelError, UnsafeFileError, LabkitError (destination)."""
+    if Path(dst).suffix != ".safetensors":
+        raise LabkitError("must end in .safetensors.", dst)
+    if Path(src).suffix not in PICKLE_SUFFIXES:
+        raise IncompatibleModelError(f"is not a pickle checkpoint ({', '.join(PICKLE_SUFFIXES)}).",
+                                     src, "Use to_fp16 or strip_ema for .safetensors files.")
+    return _rewrite(src, dst, dtype=dtype, ema="ema" if strip_ema else None, overwrite=overwrite)
+
+
+def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a single file with every floating tensor in float16 (integers kept), in dst's format
+    by suffix. Raises NotAModelError, CorruptFileError, UnsafeFileError, LabkitError."""
+    return _rewrite(src, dst, dtype=torch.float16, ema=None, overwrite=overwrite)
+
+
+def strip_ema(src: str | os.PathLike, dst: str | os.PathLike, *,
+              keep: Literal["ema", "model"] = "ema", dtype: torch.dtype | None = None,
+              overwrite: bool = False) -> Path:
+    """Write a single file without its `model_ema.` copy. keep="ema" (default, as in released
+    "ema-only" files): the EMA weights replace the model's; keep="model": the EMA copy is dropped.
+    Raises IncompatibleModelError (no EMA), NotAModelError, CorruptFileError, LabkitError."""
+    with _read_single(_check_source(Path(src), want_dir=False)) as (keys, _, _):
+        if not any(k.startswith(EMA_PREFIX) for k in keys):
+            raise IncompatibleModelError("has no EMA weights (no model_ema. keys).", src,
+                                         "There is nothing to strip.")
+    return _rewrite(src, dst, dtype=dtype, ema=keep, overwrite=overwrite)
+
+
+def _ema_tensors(source: Path, layout: layouts.Layout) -> dict[str, torch.Tensor]:
+    unet = source / "unet" if (source / "unet").is_dir() else source
+    out = {ema_key(k): v for k, v in layouts.component_to_original("unet", _iter_component(unet),
+                                                                    layout)}
+    return out | {k: v.clone() for k, v in EMA_BUFFERS.items()}
+
+
+def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
+                          dtype: torch.dtype | None = None,
+                          include_ema: bool | str | os.PathLike | None = None,
+                          overwrite: bool = False) -> Path:
+    """Write a diffusers SD1/SDXL folder as one file in the original layout (.safetensors, or
+    a zip pickle {"state_dict", "global_step"} for .ckpt). include_ema adds `model_ema.` copies
+    of the UNet: True copies the folder's own UNet, a path names an EMA UNet folder.
+    Raises NotAModelError, IncompatibleModelError, CorruptFileError, LabkitError."""
+    folder, dst = _check_source(Path(folder), want_dir=True), Path(dst)
+    _check_destination(folder, dst, overwrite)
+    if not (folder / "model_index.json").is_file():
+        raise IncompatibleModelError(
+            "has no model_index.json: not a diffusers pipeline folder.", folder,
+            "Give the pipeline folder (with unet/, vae/, text_encoder/), not one component.")
+    index = _read_json(folder / "model_index.json")
+    family = _family(folder, index)
+    layout = layouts.make_layout(family, _read_json(folder / "unet" / "config.json"),
+                                 _read_json(folder / "vae" / "config.json"))
+    tensors: dict[str, torch.Tensor] = {}
+    for name in layout.components:
+        part = dict(layouts.component_to_original(name, _iter_component(folder / name), layout))
+        tensors |= part | layouts.original_only(name, part, layout)
+    if include_ema:
+        source = folder if include_ema is True else _check_source(Path(include_ema), want_dir=True)
+        tensors |= _ema_tensors(source, layout)
+    return _write_single(_cast(tensors, dtype), dst, {})
+
+
+def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike, *,
+                          config_folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Rebuild a diffusers folder from a single file with diffusers' own loader, offline, using
+    config_folder (model_index.json, component configs, tokenizers). Raises NotAModelError,
+    IncompatibleModelError, UnsafeFileError, LabkitError."""
+    import diffusers
+
+    src, dst = _check_source(Path(src), want_dir=False), Path(dst_folder)
+    config = _check_source(Path(config_folder), want_dir=True)
+    _check_destination(src, dst, overwrite)
+    class_name = _read_json(config / "model_index.json").get("_class_name")
+    if class_name not in PIPELINES:
+        raise IncompatibleModelError(f"names pipeline {class_name!r}; supported: {PIPELINES}.",
+                                     config / "model_index.json")
+    with _atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent,
+                                                                 prefix=".labkit-") as work:
+        weights = src
+        if src.suffix != ".safetensors":
+            weights = ckpt_to_safetensors(src, Path(work) / "model.safetensors")
+        try:
+            pipe = getattr(diffusers, class_name).from_single_file(
+                str(weights), config=str(config), local_files_only=True)
+        except Exception as e:  # diffusers raises many types for a file that does not fit
+            raise IncompatibleModelError(
+                f"could not be loaded as a {class_name} with the configs in {config} ({e}).", src,
+                "Check that the file is a full checkpoint of that family.") from e
+        pipe.save_pretrained(tmp)
+    return dst

@@ -1,0 +1,203 @@
+"""labkit.convert on tiny SD1 and SDXL pipelines: round trips, fp16, EMA, refusals, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from labkit import convert
+from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError
+from tests.tiny_models import save_tiny
+
+WEIGHTS = {"unet": "diffusion_pytorch_model.safetensors",
+           "vae": "diffusion_pytorch_model.safetensors",
+           "text_encoder": "model.safetensors", "text_encoder_2": "model.safetensors"}
+
+
+def tree_hash(path: Path) -> str:
+    """SHA256 over every file's relative name and bytes (a file or a whole folder)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path.parent)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def assert_same_components(a: Path, b: Path) -> None:
+    """Every weight tensor of every component of two folders is equal (same keys)."""
+    for comp, name in WEIGHTS.items():
+        if not (a / comp).exists():
+            assert not (b / comp).exists()
+            continue
+        x, y = load_file(a / comp / name), load_file(b / comp / name)
+        assert x.keys() == y.keys(), comp
+        for k in x:
+            assert torch.equal(x[k], y[k]), (comp, k)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary names the converter left behind."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {fam: save_tiny(root / fam, fam) for fam in ("sd1", "sdxl")}
+
+
+@pytest.fixture(scope="module")
+def sd1_file(tiny, tmp_path_factory):
+    return convert.folder_to_single_file(tiny["sd1"], tmp_path_factory.mktemp("f") / "m.safetensors")
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_folder_single_file_folder_round_trip_is_exact(tiny, tmp_path, family):
+    src = tiny[family]
+    before = tree_hash(src)
+    single = convert.folder_to_single_file(src, tmp_path / "model.safetensors")
+    single_hash = tree_hash(single)
+    back = convert.single_file_to_folder(single, tmp_path / "back", config_folder=src)
+    assert_same_components(src, back)
+    assert (back / "model_index.json").is_file() and (back / "tokenizer").is_dir()
+    assert tree_hash(src) == before and tree_hash(single) == single_hash
+    assert leftovers(tmp_path) == []
+
+
+def test_sd1_single_file_uses_the_original_layout(sd1_file):
+    with safe_open(str(sd1_file), "pt") as f:
+        keys = set(f.keys())
+        q = f.get_slice("first_stage_model.encoder.mid.attn_1.q.weight").get_shape()
+        ids = f.get_tensor("cond_stage_model.transformer.text_model.embeddings.position_ids")
+    assert {k.split(".")[0] for k in keys} == {"model", "first_stage_model", "cond_stage_model"}
+    assert "model.diffusion_model.input_blocks.0.0.weight" in keys
+    assert len(q) == 4 and q[2:] == [1, 1]
+    assert ids.dtype == torch.int64 and ids.tolist() == [list(range(77))]
+
+
+def test_sdxl_single_file_fuses_openclip_attention(tiny, tmp_path):
+    single = convert.folder_to_single_file(tiny["sdxl"], tmp_path / "xl.safetensors")
+    sd = load_file(single)
+    te2 = load_file(tiny["sdxl"] / "text_encoder_2" / "model.safetensors")
+    fused = sd["conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight"]
+    layer = "text_model.encoder.layers.1.self_attn."
+    assert torch.equal(fused, torch.cat([te2[layer + f"{x}_proj.weight"] for x in "qkv"]))
+    assert torch.equal(sd["conditioner.embedders.1.model.text_projection"],
+                       te2["text_projection.weight"].T)
+    assert "model.diffusion_model.label_emb.0.0.weight" in sd
+    assert "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight" in sd
+
+
+def test_folder_to_ckpt_writes_a_zip_checkpoint(tiny, tmp_path):
+    dst = convert.folder_to_single_file(tiny["sd1"], tmp_path / "m.ckpt")
+    with zipfile.ZipFile(dst) as z:
+        assert any(n.endswith("data.pkl") for n in z.namelist())
+
+
+def test_folder_to_single_file_casts_to_fp16(tiny, tmp_path):
+    sd = load_file(convert.folder_to_single_file(tiny["sd1"], tmp_path / "h.safetensors",
+                                                 dtype=torch.float16))
+    kinds = {k: v.dtype for k, v in sd.items()}
+    assert kinds.pop("cond_stage_model.transformer.text_model.embeddings.position_ids") == torch.int64
+    assert set(kinds.values()) == {torch.float16}
+
+
+def test_to_fp16_is_within_fp16_rounding(sd1_file, tmp_path):
+    before = tree_hash(sd1_file)
+    half = load_file(convert.to_fp16(sd1_file, tmp_path / "half.safetensors"))
+    full = load_file(sd1_file)
+    assert half.keys() == full.keys()
+    for k, v in full.items():
+        if v.is_floating_point():
+            assert half[k].dtype == torch.float16
+            torch.testing.assert_close(half[k].float(), v, rtol=2**-10, atol=2**-14)
+        else:
+            assert torch.equal(half[k], v)
+    assert tree_hash(sd1_file) == before
+
+
+def test_strip_ema_keeps_ema_or_model_weights(tiny, tmp_path):
+    ema_folder = save_tiny(tmp_path / "ema", "sd1", seed=1)
+    both = convert.folder_to_single_file(tiny["sd1"], tmp_path / "both.safetensors",
+                                         include_ema=ema_folder)
+    full = load_file(both)
+    assert "model_ema.diffusion_modelinput_blocks00weight" in full
+    assert "model_ema.decay" in full and "model_ema.num_updates" in full
+    ema_only = load_file(convert.strip_ema(both, tmp_path / "ema.safetensors"))
+    model_only = load_file(convert.strip_ema(both, tmp_path / "model.safetensors", keep="model"))
+    ema_ref = load_file(convert.folder_to_single_file(ema_folder, tmp_path / "ref.safetensors"))
+    assert not any(k.startswith("model_ema.") for k in (*ema_only, *model_only))
+    assert ema_only.keys() == model_only.keys() == ema_ref.keys()
+    for k, v in ema_only.items():
+        other = ema_ref[k] if k.startswith("model.") else full[k]
+        assert torch.equal(v, other), k
+        assert torch.equal(model_only[k], full[k]), k
+    with pytest.raises(IncompatibleModelError, match="no EMA"):
+        convert.strip_ema(tmp_path / "ema.safetensors", tmp_path / "again.safetensors")
+
+
+def test_strip_ema_refuses_ema_tensors_without_twin(tmp_path):
+    src = tmp_path / "odd.safetensors"
+    save_file({"model.diffusion_model.out.0.weight": torch.ones(2),
+               "model_ema.diffusion_modelout2weight": torch.ones(2)}, str(src))
+    with pytest.raises(IncompatibleModelError, match="no model twin"):
+        convert.strip_ema(src, tmp_path / "o.safetensors")
+    out = load_file(convert.strip_ema(src, tmp_path / "o.safetensors", keep="model"))
+    assert list(out) == ["model.diffusion_model.out.0.weight"]
+
+
+def test_existing_destination_is_refused_unless_overwrite(sd1_file, tmp_path):
+    dst = tmp_path / "taken.safetensors"
+    dst.write_bytes(b"keep me")
+    with pytest.raises(LabkitError, match="already exists"):
+        convert.to_fp16(sd1_file, dst)
+    assert dst.read_bytes() == b"keep me"
+    convert.to_fp16(sd1_file, dst, overwrite=True)
+    assert "model.diffusion_model.out.2.weight" in load_file(dst)
+
+
+def test_destination_equal_to_source_is_refused_even_with_overwrite(sd1_file, tiny, tmp_path):
+    before = tree_hash(sd1_file)
+    with pytest.raises(LabkitError, match="both the source and the destination"):
+        convert.to_fp16(sd1_file, sd1_file, overwrite=True)
+    with pytest.raises(LabkitError, match="inside the source folder"):
+        convert.folder_to_single_file(tiny["sd1"], tiny["sd1"] / "x.safetensors")
+    assert tree_hash(sd1_file) == before
+
+
+def test_missing_source_is_refused(tmp_path):
+    with pytest.raises(NotAModelError, match="does not exist"):
+        convert.to_fp16(tmp_path / "nope.safetensors", tmp_path / "out.safetensors")
+    with pytest.raises(NotAModelError, match="does not exist"):
+        convert.folder_to_single_file(tmp_path / "nope", tmp_path / "out.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_kinds_are_refused(tiny, tmp_path):
+    lora = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.ones(4, 8),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.ones(8, 4)},
+              str(lora))
+    with pytest.raises(IncompatibleModelError, match="not a diffusers folder"):
+        convert.folder_to_single_file(lora, tmp_path / "out.safetensors")
+    with pytest.raises(IncompatibleModelError, match="could not be loaded"):
+        convert.single_file_to_folder(lora, tmp_path / "out", config_folder=tiny["sd1"])
+    with pytest.raises(IncompatibleModelError, match="is a folder"):
+        convert.to_fp16(tiny["sd1"], tmp_path / "out.safetensors")
+    with pytest.raises(IncompatibleModelError, match="no model_index.json"):
+        convert.folder_to_single_file(tiny["sd1"] / "unet", tmp_path / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors"]
+
+
+def test_corrupt_safetensors_gives_a_lab_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(LabkitError, match="not a readable safetensors"):
+        convert.to_fp16(bad, tmp_path / "out.safetensors")
