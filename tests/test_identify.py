@@ -1,0 +1,483 @@
+"""identify on the real SD key tables, real-world edits of them, diffusers naming, adapters and TI."""
+
+from __future__ import annotations
+
+import pytest
+import safetensors
+import torch
+
+from labkit.identify import Identity, identify
+from labkit.tensors import TensorInfo
+from tests.layout_files import LAYOUT_NAMES, load_layout, read_sparse, write_sparse
+
+T = TensorInfo
+
+EXPECTED = {  # layout -> (kind, base, variant, base_source)
+    "flux_dev": ("unet", "flux_dev", [], "layout"),
+    "flux_schnell": ("unet", "flux_schnell", [], "layout"),
+    "sd15": ("checkpoint", "sd1", [], "layout"),
+    "sd15_inpaint": ("checkpoint", "sd1", ["inpainting"], "layout"),
+    "sd15_lora_kohya": ("lora", "sd1", [], "dims"),
+    "sd15_vae": ("vae", "unknown", [], "none"),
+    "sd21": ("checkpoint", "sd2", ["v_prediction"], "layout"),
+    "sd3_medium": ("checkpoint", "sd3", [], "layout"),
+    "sdxl_base": ("checkpoint", "sdxl", [], "layout"),
+    "sdxl_lora_kohya": ("lora", "sdxl", [], "dims"),
+    "sdxl_refiner": ("checkpoint", "sdxl_refiner", [], "layout"),
+}
+
+
+def summary(identity: Identity) -> tuple[str, str, list[str], str]:
+    return identity.kind, identity.base, identity.variant, identity.base_source
+
+
+def test_every_layout_has_an_expectation():
+    assert sorted(EXPECTED) == LAYOUT_NAMES
+
+
+@pytest.mark.parametrize("name", LAYOUT_NAMES)
+def test_layout_table(name):
+    identity = identify(load_layout(name))
+    assert summary(identity) == EXPECTED[name]
+    assert identity.evidence and all(isinstance(e, str) for e in identity.evidence)
+
+
+@pytest.mark.parametrize("name", LAYOUT_NAMES)
+def test_layout_sparse_file(tmp_path, name):
+    path = write_sparse(tmp_path / f"{name}.safetensors", load_layout(name))
+    table, metadata = read_sparse(path)
+    with safetensors.safe_open(path, "pt") as f:  # the file is a valid safetensors file
+        assert list(f.keys()) == sorted(table)
+    assert summary(identify(table, metadata)) == EXPECTED[name]
+
+
+def test_context_evidence_names_the_key():
+    evidence = identify(load_layout("sd15")).evidence
+    assert any("attn2.to_k.weight last dim 768" in e for e in evidence)
+
+
+# ---- real-world edits of full checkpoints ----
+
+def with_ema_and_buffers(table, dotted):
+    out = dict(table)
+    for key, info in table.items():
+        if key.startswith("model.diffusion_model."):
+            rest = key[len("model.diffusion_model."):]
+            out["model_ema.diffusion_model." + rest if dotted
+                else "model_ema.diffusion_model" + rest.replace(".", "")] = info
+    out["model_ema.decay"] = T((), "F32")
+    out["model_ema.num_updates"] = T((), "I32")
+    for buffer in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
+                   "sqrt_alphas_cumprod", "logvar"):
+        out[buffer] = T((1000,), "F32")
+    return out
+
+
+@pytest.mark.parametrize("dotted", [False, True])
+@pytest.mark.parametrize("name", ["sd15", "sdxl_base", "sd21"])
+def test_ema_and_schedule_buffers_do_not_change_identity(name, dotted):
+    identity = identify(with_ema_and_buffers(load_layout(name), dotted))
+    assert summary(identity) == EXPECTED[name]
+    assert any("EMA" in e for e in identity.evidence)
+    assert any("alphas_cumprod" in e for e in identity.evidence)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl_base", "sdxl_refiner", "flux_dev"])
+def test_fp32_copy(name):
+    table = {k: T(v.shape, "F32") for k, v in load_layout(name).items()}
+    identity = identify(table)
+    assert summary(identity) == EXPECTED[name]
+    assert any("F32" in e for e in identity.evidence)
+
+
+@pytest.mark.parametrize("name,prefix", [("sd15", "cond_stage_model."), ("sd21", "cond_stage_model."),
+                                         ("sdxl_base", "conditioner.")])
+def test_pruned_text_encoders_keep_the_unet_base(name, prefix):
+    table = {k: v for k, v in load_layout(name).items() if not k.startswith(prefix)}
+    assert summary(identify(table)) == EXPECTED[name]
+
+
+def test_unet_only_original_layout():
+    table = {k: v for k, v in load_layout("sd15").items()
+             if k.startswith("model.diffusion_model.")}
+    assert summary(identify(table)) == ("unet", "sd1", [], "layout")
+
+
+def test_vae_alone_original_prefix():
+    table = {k: v for k, v in load_layout("sdxl_base").items()
+             if k.startswith("first_stage_model.")}
+    identity = identify(table)
+    assert (identity.kind, identity.base) == ("vae", "unknown")
+    assert any("4 latent channels" in e for e in identity.evidence)
+
+
+def test_text_encoder_alone_original_prefix():
+    table = {k: v for k, v in load_layout("sd21").items() if k.startswith("cond_stage_model.")}
+    assert summary(identify(table)) == ("text_encoder", "sd2", [], "layout")
+
+
+def test_sd2_epsilon_global_step_drops_the_v_hint():
+    identity = identify(load_layout("sd21"), {"global_step": "875000"})
+    assert identity.variant == []
+    assert any("875000" in e for e in identity.evidence)
+
+
+def test_sd2_v_hint_is_called_a_hint():
+    assert any("hint" in e for e in identify(load_layout("sd21")).evidence)
+
+
+def test_v_pred_key_and_modelspec_prediction_type():
+    table = dict(load_layout("sdxl_base"), v_pred=T((0,), "F32"))
+    assert identify(table).variant == ["v_prediction"]
+    meta = {"modelspec.prediction_type": "v"}
+    assert identify(load_layout("sdxl_base"), meta).variant == ["v_prediction"]
+
+
+def test_playground_edm_buffers():
+    table = dict(load_layout("sdxl_base"), edm_mean=T((1, 4, 1, 1), "F32"),
+                 edm_std=T((1, 4, 1, 1), "F32"))
+    assert summary(identify(table)) == ("checkpoint", "playground", [], "layout")
+
+
+def test_sdxl_inpainting():
+    table = load_layout("sdxl_base")
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    table[key] = T((320, 9, 3, 3), "F16")
+    assert summary(identify(table)) == ("checkpoint", "sdxl", ["inpainting"], "layout")
+
+
+def shrink_context(table, width):
+    return {k: T(v.shape[:-1] + (width,), v.dtype)
+            if k.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) else v
+            for k, v in table.items()}
+
+
+@pytest.mark.parametrize("name,base", [("sd15", "demo_sd1"), ("sdxl_base", "demo_sdxl")])
+def test_demo_models_by_unreal_context_dim(name, base):
+    identity = identify(shrink_context(load_layout(name), 64))
+    assert summary(identity) == ("checkpoint", base, [], "layout")
+    assert any("64" in e and "demo" in e for e in identity.evidence)
+
+
+def test_flux_in_comfy_prefix_and_fill_variant():
+    table = {"model.diffusion_model." + k: v for k, v in load_layout("flux_dev").items()}
+    table["model.diffusion_model.img_in.weight"] = T((3072, 384), "BF16")
+    assert summary(identify(table)) == ("unet", "flux_dev", ["fill"], "layout")
+
+
+@pytest.mark.parametrize("table", [
+    {},
+    {"foo.weight": T((3, 3), "F32")},
+    {"a.b.c": T((10,), "F32"), "d": T((2, 2), "F16")},
+    {f"layers.{i}.weight": T((8, 8), "F32") for i in range(20)},
+    {"tokens": T((4000, 768), "F32")},
+])
+def test_garbage_is_unknown_with_evidence(table):
+    identity = identify(table)
+    assert summary(identity) == ("unknown", "unknown", [], "none")
+    assert "looked for" in identity.evidence[0]
+    assert ".lora_down.weight" in identity.evidence[0]
+
+
+def test_identity_is_frozen():
+    with pytest.raises(AttributeError):
+        identify({}).kind = "lora"  # type: ignore[misc]
+
+
+# ---- adapters derived from the kohya tables ----
+
+def lora_modules(table):
+    """{module: (down TensorInfo, up TensorInfo)} of a kohya LoRA table."""
+    return {k[: -len(".lora_down.weight")]: (v, table[k.replace("lora_down", "lora_up")])
+            for k, v in table.items() if k.endswith(".lora_down.weight")}
+
+
+def to_loha(table):
+    out = {}
+    for m, (down, up) in lora_modules(table).items():
+        rank, fan_in = down.shape[0], down.shape[1] * (down.shape[2] * down.shape[3]
+                                                       if len(down.shape) == 4 else 1)
+        for w in ("w1", "w2"):
+            out[f"{m}.hada_{w}_a"] = T((up.shape[0], rank), "F16")
+            out[f"{m}.hada_{w}_b"] = T((rank, fan_in), "F16")
+        out[f"{m}.alpha"] = T((), "F16")
+    return out
+
+
+def to_lokr(table, factored):
+    out, f = {}, 4
+    for m, (down, up) in lora_modules(table).items():
+        out[f"{m}.lokr_w1"] = T((f, f), "F16")
+        w2 = (up.shape[0] // f, down.shape[1] // f, *down.shape[2:])
+        if factored:
+            out[f"{m}.lokr_w2_a"] = T((w2[0], 8), "F16")
+            out[f"{m}.lokr_w2_b"] = T((8, *w2[1:]), "F16")
+        else:
+            out[f"{m}.lokr_w2"] = T(w2, "F16")
+    return out
+
+
+def to_full(table):
+    out = {}
+    for m, (down, up) in lora_modules(table).items():
+        out[f"{m}.diff"] = T((up.shape[0], *down.shape[1:]), "F16")
+        out[f"{m}.diff_b"] = T((up.shape[0],), "F16")
+    return out
+
+
+def to_dora(table):
+    out = dict(table)
+    for m, (_down, up) in lora_modules(table).items():
+        out[f"{m}.dora_scale"] = T((up.shape[0], 1), "F16")
+    return out
+
+
+@pytest.mark.parametrize("name", ["sd15_lora_kohya", "sdxl_lora_kohya"])
+@pytest.mark.parametrize("derive,kind", [
+    (to_loha, "loha"), (lambda t: to_lokr(t, False), "lokr"), (lambda t: to_lokr(t, True), "lokr"),
+    (to_full, "lycoris_full"), (to_dora, "dora"),
+])
+def test_lycoris_kinds_keep_the_base(name, derive, kind):
+    identity = identify(derive(load_layout(name)))
+    assert summary(identity) == (kind, EXPECTED[name][1], [], "dims")
+
+
+def test_lora_without_alpha():
+    table = {k: v for k, v in load_layout("sd15_lora_kohya").items() if not k.endswith(".alpha")}
+    identity = identify(table)
+    assert summary(identity) == ("lora", "sd1", [], "dims")
+    assert any("alpha = rank" in e for e in identity.evidence)
+
+
+@pytest.mark.parametrize("name,meta,base,variant", [
+    ("sd15_lora_kohya", {"ss_base_model_version": "sd_v1"}, "sd1", []),
+    ("sd15_lora_kohya", {"ss_base_model_version": "sd_v2_v"}, "sd2", ["v_prediction"]),
+    ("sdxl_lora_kohya", {"ss_base_model_version": "sdxl_base_v1-0"}, "sdxl", []),
+    ("sdxl_lora_kohya", {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "sdxl",
+     []),
+    ("sd15_lora_kohya", {"modelspec.architecture": "stable-diffusion-v1/lora"}, "sd1", []),
+])
+def test_lora_base_from_metadata(name, meta, base, variant):
+    identity = identify(load_layout(name), meta)
+    assert summary(identity) == ("lora", base, variant, "metadata")
+    assert any("metadata" in e for e in identity.evidence)
+
+
+def test_lora_metadata_in_a_sparse_file(tmp_path):
+    meta = {"ss_base_model_version": "sdxl_base_v1-0", "ss_network_dim": "32"}
+    path = write_sparse(tmp_path / "l.safetensors", load_layout("sdxl_lora_kohya"), meta)
+    assert summary(identify(*read_sparse(path))) == ("lora", "sdxl", [], "metadata")
+
+
+def test_te_only_lora_by_width():
+    table = {k: v for k, v in load_layout("sd15_lora_kohya").items() if k.startswith("lora_te_")}
+    assert summary(identify(table)) == ("lora", "sd1", [], "dims")
+
+
+def shrink_lora(table, width):
+    """A demo-sized LoRA: the cross-attention and text encoder inputs are `width` wide."""
+    return {k: T((v.shape[0], width), v.dtype)
+            if k.endswith(".lora_down.weight") and ("attn2_to_k" in k or "_te" in k) else v
+            for k, v in table.items()}
+
+
+@pytest.mark.parametrize("name,version", [("sd15_lora_kohya", "labkit_demo_sd1"),
+                                          ("sdxl_lora_kohya", "labkit_demo_sdxl")])
+def test_demo_lora(name, version):
+    table = shrink_lora(load_layout(name), 64)
+    unknown = identify(table)
+    assert summary(unknown) == ("lora", "unknown", [], "none")
+    assert any("no real" in e for e in unknown.evidence)
+    told = identify(table, {"ss_base_model_version": version})
+    assert summary(told) == ("lora", version.removeprefix("labkit_"), [], "metadata")
+
+
+# ---- diffusers naming, built with diffusers / transformers on the meta device ----
+
+SD15_UNET = {"cross_attention_dim": 768}
+SDXL_UNET = {
+    "sample_size": 128, "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D",
+                                             "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (320, 640, 1280), "cross_attention_dim": 2048,
+    "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20),
+    "use_linear_projection": True, "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816,
+}
+VAE = {"block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+       "up_block_types": ("UpDecoderBlock2D",) * 4, "layers_per_block": 2, "latent_channels": 4}
+CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+          "num_attention_heads": 12}
+CLIP_G = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+          "num_attention_heads": 20, "projection_dim": 1280}
+
+
+def meta_table(model, prefix=""):
+    return {prefix + k: T(tuple(v.shape), "F32") for k, v in model.state_dict().items()}
+
+
+def unet(**config):
+    from diffusers import UNet2DConditionModel
+    with torch.device("meta"):
+        return UNet2DConditionModel(**config)
+
+
+def text_encoder(projection, **config):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    with torch.device("meta"):
+        return cls(CLIPTextConfig(**config))
+
+
+@pytest.fixture(scope="module")
+def diffusers_parts():
+    from diffusers import AutoencoderKL
+    with torch.device("meta"):
+        vae = AutoencoderKL(**VAE)
+    return {
+        "sd15_unet": meta_table(unet(**SD15_UNET)),
+        "sdxl_unet": meta_table(unet(**SDXL_UNET)),
+        "vae": meta_table(vae),
+        "clip_l": meta_table(text_encoder(False, **CLIP_L)),
+        "clip_g": meta_table(text_encoder(True, **CLIP_G)),
+    }
+
+
+def folder(**components):
+    return {f"{name}/{k}": v for name, table in components.items() for k, v in table.items()}
+
+
+def test_diffusers_sd15_folder(diffusers_parts):
+    p = diffusers_parts
+    table = folder(unet=p["sd15_unet"], vae=p["vae"], text_encoder=p["clip_l"])
+    assert summary(identify(table)) == ("checkpoint", "sd1", [], "layout")
+
+
+def test_diffusers_sdxl_folder(diffusers_parts):
+    p = diffusers_parts
+    table = folder(unet=p["sdxl_unet"], vae=p["vae"], text_encoder=p["clip_l"],
+                   text_encoder_2=p["clip_g"])
+    identity = identify(table)
+    assert summary(identity) == ("checkpoint", "sdxl", [], "layout")
+    assert any("add_embedding.linear_1.weight" in e for e in identity.evidence)
+
+
+@pytest.mark.parametrize("part,expected", [
+    ("sd15_unet", ("unet", "sd1", [], "layout")),
+    ("sdxl_unet", ("unet", "sdxl", [], "layout")),
+    ("clip_l", ("text_encoder", "sd1", [], "layout")),
+    ("vae", ("vae", "unknown", [], "none")),
+])
+def test_diffusers_components_alone(diffusers_parts, part, expected):
+    assert summary(identify(diffusers_parts[part])) == expected
+    assert summary(identify(folder(x=diffusers_parts[part]))) == expected
+
+
+def test_diffusers_text_encoders_alone(diffusers_parts):
+    p = diffusers_parts
+    table = folder(text_encoder=p["clip_l"], text_encoder_2=p["clip_g"])
+    assert summary(identify(table)) == ("text_encoder", "sdxl", [], "layout")
+
+
+def test_diffusers_inpainting_unet():
+    table = meta_table(unet(in_channels=9, **SD15_UNET))
+    assert summary(identify(table)) == ("unet", "sd1", ["inpainting"], "layout")
+
+
+@pytest.mark.parametrize("xl,base", [(False, "demo_sd1"), (True, "demo_sdxl")])
+def test_diffusers_demo_models(xl, base):
+    small = {"block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": 16,
+             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+             "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+             "attention_head_dim": 4, "norm_num_groups": 8}
+    te = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "vocab_size": 1000, "max_position_embeddings": 77}
+    if xl:
+        unet_table = meta_table(unet(cross_attention_dim=64, addition_embed_type="text_time",
+                                     addition_time_embed_dim=8,
+                                     projection_class_embeddings_input_dim=80, **small))
+        parts = {"unet": unet_table, "text_encoder": meta_table(text_encoder(False, **te)),
+                 "text_encoder_2": meta_table(text_encoder(True, **te))}
+    else:
+        parts = {"unet": meta_table(unet(cross_attention_dim=32, **small)),
+                 "text_encoder": meta_table(text_encoder(False, **te))}
+    assert summary(identify(folder(**parts))) == ("checkpoint", base, [], "layout")
+    assert summary(identify(parts["unet"])) == ("unet", base, [], "layout")
+
+
+def test_flux_and_sd3_in_diffusers_naming():
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    with torch.device("meta"):
+        flux = FluxTransformer2DModel(num_layers=1, num_single_layers=1, attention_head_dim=16,
+                                      num_attention_heads=2, joint_attention_dim=32,
+                                      pooled_projection_dim=32, guidance_embeds=True,
+                                      axes_dims_rope=(4, 6, 6))
+        sd3 = SD3Transformer2DModel(num_layers=2, attention_head_dim=16, num_attention_heads=2,
+                                    joint_attention_dim=32, caption_projection_dim=32,
+                                    pooled_projection_dim=32)
+    assert summary(identify(meta_table(flux, "transformer/"))) == ("unet", "flux_dev", [], "layout")
+    assert summary(identify(meta_table(sd3))) == ("unet", "sd3", [], "layout")
+
+
+def peft_lora(table, component, rank=8, magnitude=False):
+    """A PEFT/diffusers LoRA over every attention projection of a diffusers model table."""
+    out = {}
+    targets = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight", "q_proj.weight",
+               "k_proj.weight", "v_proj.weight", "out_proj.weight")
+    for key, info in table.items():
+        if key.endswith(targets) and len(info.shape) == 2:
+            module = f"{component}.{key[: -len('.weight')]}"
+            out[f"{module}.lora_A.weight"] = T((rank, info.shape[1]), "F16")
+            out[f"{module}.lora_B.weight"] = T((info.shape[0], rank), "F16")
+            if magnitude:
+                out[f"{module}.lora_magnitude_vector"] = T((info.shape[0],), "F16")
+    return out
+
+
+def test_peft_lora_sd15(diffusers_parts):
+    p = diffusers_parts
+    table = peft_lora(p["sd15_unet"], "unet") | peft_lora(p["clip_l"], "text_encoder")
+    identity = identify(table)
+    assert summary(identity) == ("lora", "sd1", [], "dims")
+    assert any("PEFT" in e for e in identity.evidence)
+
+
+def test_peft_lora_sdxl_with_two_encoders(diffusers_parts):
+    p = diffusers_parts
+    table = (peft_lora(p["sdxl_unet"], "unet") | peft_lora(p["clip_l"], "text_encoder")
+             | peft_lora(p["clip_g"], "text_encoder_2"))
+    assert summary(identify(table)) == ("lora", "sdxl", [], "dims")
+
+
+def test_peft_dora(diffusers_parts):
+    table = peft_lora(diffusers_parts["sd15_unet"], "unet", magnitude=True)
+    assert summary(identify(table)) == ("dora", "sd1", [], "dims")
+
+
+# ---- textual inversion: the four container forms ----
+
+@pytest.mark.parametrize("table,base", [
+    ({"string_to_param.*": T((4, 768), "F32")}, "sd1"),
+    ({"emb_params": T((2, 1024), "F32")}, "sd2"),
+    ({"clip_l": T((3, 768), "F16"), "clip_g": T((3, 1280), "F16")}, "sdxl"),
+    ({"<cat-toy>": T((768,), "F32")}, "sd1"),
+    ({"<cat-toy>": T((1, 768), "F32")}, "sd1"),
+])
+def test_textual_inversion_forms(table, base):
+    identity = identify(table)
+    assert summary(identity) == ("textual_inversion", base, [], "dims")
+    assert "vector" in identity.evidence[0]
+
+
+def test_textual_inversion_sparse_file(tmp_path):
+    path = write_sparse(tmp_path / "ti.safetensors", {"emb_params": T((2, 768), "F32")})
+    assert summary(identify(*read_sparse(path))) == ("textual_inversion", "sd1", [], "dims")
+
+
+@pytest.mark.parametrize("version", ["labkit_demo_sd1", "labkit_demo_sdxl"])
+def test_demo_textual_inversion(version):
+    table = ({"emb_params": T((2, 32), "F32")} if version.endswith("sd1")
+             else {"clip_l": T((1, 32), "F32"), "clip_g": T((1, 64), "F32")})
+    assert summary(identify(table)) == ("textual_inversion", "unknown", [], "none")
+    told = identify(table, {"ss_base_model_version": version})
+    assert summary(told) == ("textual_inversion", version.removeprefix("labkit_"), [], "metadata")
