@@ -12,7 +12,7 @@ from pathlib import Path
 
 from labkit.tensors import TensorInfo
 
-LAYOUTS = Path("/work/shared/layouts")
+LAYOUTS = Path(__file__).resolve().parent / "data" / "layouts"  # copies of /work/shared/layouts
 LAYOUT_NAMES = sorted(p.stem for p in LAYOUTS.glob("*.json"))
 
 
