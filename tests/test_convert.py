@@ -201,3 +201,66 @@ def test_corrupt_safetensors_gives_a_lab_error(tmp_path):
     bad.write_text("version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(LabkitError, match="not a readable safetensors"):
         convert.to_fp16(bad, tmp_path / "out.safetensors")
+
+
+KILL_SCRIPT = """
+import sys
+from labkit import convert
+print("ready", flush=True)
+convert.to_fp16(sys.argv[1], sys.argv[2], overwrite=True)
+print("done", flush=True)
+"""
+
+
+def test_killed_conversion_leaves_source_intact_and_destination_absent_or_complete(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    gen = torch.Generator().manual_seed(0)
+    src = tmp_path / "big.safetensors"
+    save_file({f"model.diffusion_model.w{i}": torch.randn(1024, 1024, generator=gen)
+               for i in range(12)}, str(src))  # 48 MiB
+    source_hash = tree_hash(src)
+    expected = {k: v.half() for k, v in load_file(src).items()}
+    old = {"old": torch.zeros(3)}
+    repo = Path(__file__).resolve().parents[1]
+
+    def start(dst: Path) -> tuple[subprocess.Popen, float]:
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(src), str(dst)],
+                                cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        line = proc.stdout.readline().strip()
+        assert line == "ready", proc.communicate()[1]
+        return proc, time.monotonic()
+
+    # One full run gives the span in which to pick kill points.
+    proc, t0 = start(tmp_path / "full.safetensors")
+    out, err = proc.communicate()
+    assert out.strip() == "done" and proc.returncode == 0, err
+    span = time.monotonic() - t0
+
+    rng = random.Random(1234)
+    for run in range(4):
+        dst = tmp_path / f"out{run}.safetensors"
+        replacing = run % 2 == 1
+        if replacing:
+            save_file(old, str(dst))
+        proc, _ = start(dst)
+        time.sleep(rng.uniform(0, span))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert tree_hash(src) == source_hash
+        if dst.exists():
+            got = load_file(dst)
+            if replacing and got.keys() == old.keys():
+                continue
+            assert got.keys() == expected.keys()
+            assert all(torch.equal(got[k], v) for k, v in expected.items())
+        else:
+            assert not replacing, "an existing destination vanished"
+        strays = [p.name for p in tmp_path.iterdir()
+                  if p.name not in {src.name, "full.safetensors"} and not p.name.startswith("out")]
+        assert all(n.startswith(".") and n.endswith(convert.TMP_SUFFIX) for n in strays), strays
