@@ -1,0 +1,283 @@
+"""Walk pickles without running them: the globals each names, found in zips, tars and raw streams."""
+
+from __future__ import annotations
+
+import pickletools
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+MAX_LINE = 64 * 1024  # longest text line (GLOBAL / INST names, protocol-0 values) read at once
+MAX_STRING_KEPT = 4096  # longer strings are not kept on the simulated stack
+MAX_INFLATED = 256 * 1024 * 1024  # largest compressed zip pickle inflated for scanning
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch's legacy (pre-zip) stream starts with this int
+LEGACY_PICKLES = 5  # magic, protocol, sys_info, the object, storage keys
+ZIP_MAGIC = b"PK\x03\x04"
+_LOCAL_HEADER = 30
+
+_STRING_OPS = frozenset(
+    {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+     "BINUNICODE8"}
+)
+_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
+_OPCODE_BYTES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
+_UNKNOWN = object()
+
+
+class Window:
+    """A read-only view of bytes [start, end) of a binary file; reads never exceed what is there."""
+
+    def __init__(self, f: BinaryIO, start: int, end: int):
+        self._f, self._start, self._end, self._pos = f, start, end, start
+
+    def read(self, n: int = -1) -> bytes:
+        """Read up to n bytes (all that is left when n < 0), never past the window."""
+        left = self._end - self._pos
+        n = left if n is None or n < 0 else min(n, left)
+        self._f.seek(self._pos)
+        data = self._f.read(n)
+        self._pos += len(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Read one line of at most MAX_LINE bytes."""
+        cap = min(MAX_LINE, self._end - self._pos)
+        self._f.seek(self._pos)
+        data = self._f.readline(cap)
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        """Position relative to the window start."""
+        return self._pos - self._start
+
+    def seek(self, offset: int) -> None:
+        """Move to an offset relative to the window start."""
+        self._pos = self._start + max(0, min(offset, self._end - self._start))
+
+    @property
+    def size(self) -> int:
+        """Length of the window in bytes."""
+        return self._end - self._start
+
+
+@dataclass
+class PickleFindings:
+    """What one walk found: globals (module, name, byte offset), problems, whether STOP was seen."""
+
+    label: str
+    globals: list[tuple[str, str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    complete: bool = False
+    constant: object = None  # the value of a pickle that is a single constant (torch's magic)
+
+
+class _Stack:
+    """The unpickler's stack and marks, simulated with strings kept and everything else unknown."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, object] = {}
+
+    def pop(self) -> object:
+        if not self.items or (self.marks and len(self.items) <= self.marks[-1]):
+            raise ValueError("stack underflow")
+        return self.items.pop()
+
+    def top(self) -> object:
+        if not self.items:
+            raise ValueError("stack underflow")
+        return self.items[-1]
+
+    def apply(self, op: pickletools.OpcodeInfo) -> None:
+        """Apply an opcode's generic stack effect (pops, mark handling, unknown results)."""
+        before = op.stack_before
+        below = before
+        if pickletools.markobject in before:
+            if not self.marks:
+                raise ValueError("mark not found")
+            below = before[: before.index(pickletools.markobject)]
+            del self.items[self.marks.pop():]
+        for _ in below:
+            self.pop()
+        for item in op.stack_after:
+            if item is pickletools.markobject:
+                self.marks.append(len(self.items))
+            else:
+                self.items.append(_UNKNOWN)
+
+
+def _step(op: pickletools.OpcodeInfo, arg: object, pos: int, stack: _Stack,
+          found: PickleFindings) -> None:
+    name = op.name
+    if name in ("GLOBAL", "INST"):
+        module, _, attr = str(arg).partition(" ")
+        found.globals.append((module, attr, pos))
+        stack.apply(op)
+    elif name == "STACK_GLOBAL":
+        attr, module = stack.pop(), stack.pop()
+        if isinstance(module, str) and isinstance(attr, str):
+            found.globals.append((module, attr, pos))
+        else:
+            found.problems.append(f"could not resolve the STACK_GLOBAL at byte {pos} to names")
+        stack.items.append(_UNKNOWN)
+    elif name in _STRING_OPS:
+        keep = isinstance(arg, str) and len(arg) <= MAX_STRING_KEPT
+        stack.items.append(arg if keep else _UNKNOWN)
+    elif name == "MEMOIZE":
+        stack.memo[len(stack.memo)] = stack.top()
+    elif name in _PUT_OPS:
+        stack.memo[int(arg)] = stack.top()
+    elif name in _GET_OPS:
+        stack.items.append(stack.memo.get(int(arg), _UNKNOWN))
+    elif name == "DUP":
+        stack.items.append(stack.top())
+    else:
+        if name in _EXT_OPS:
+            found.problems.append(f"extension-registry opcode {name} at byte {pos} cannot be checked")
+        elif name == "PROTO" and int(arg) > 5:
+            found.problems.append(f"unknown pickle protocol {arg}")
+        stack.apply(op)
+
+
+def walk(stream: Window, label: str) -> PickleFindings:
+    """Walk one pickle from the stream's position to its STOP, recording every global it names."""
+    found = PickleFindings(label)
+    stack = _Stack()
+    ops: list[object] = []
+    try:
+        for op, arg, pos in pickletools.genops(stream):
+            if len(ops) < 3:
+                ops.append(arg)
+            _step(op, arg, pos, stack, found)
+        found.complete = True
+    except Exception as exc:  # any parse failure of hostile bytes ends the walk; it is recorded
+        found.problems.append(f"malformed pickle ({_short(exc)})")
+    if found.complete and len(ops) == 3 and not found.globals:
+        found.constant = ops[1]
+    return found
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def looks_like_pickle_start(head: bytes) -> bool:
+    """Whether bytes start like a pickle: a PROTO 0..5 opcode, or any opcode for protocols 0/1."""
+    if head[:1] == b"\x80":
+        return len(head) > 1 and head[1] <= 5
+    return head[:1] in _OPCODE_BYTES
+
+
+def walk_stream(window: Window, label: str, strict_first: bool) -> list[PickleFindings]:
+    """Walk consecutive pickles of a raw stream (torch's legacy format holds five, then data)."""
+    results: list[PickleFindings] = []
+    while window.tell() < window.size:
+        start = window.tell()
+        found = walk(window, f"{label} pickle {len(results) + 1} at byte {start}")
+        first_strict = strict_first and not results
+        if not (found.complete or found.globals or first_strict):
+            break  # the rest is data (storages), not a pickle
+        if not found.complete and not first_strict:
+            found.problems = [p for p in found.problems if not p.startswith("malformed")]
+            found.problems.append("a pickle cut short after naming globals")
+        results.append(found)
+        if not found.complete:
+            break
+        if results[0].constant == LEGACY_MAGIC and len(results) >= LEGACY_PICKLES:
+            break
+    return results
+
+
+def _zip_entry(f: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> Window:
+    """The bytes of one zip entry, read via its local header as torch's reader does (flags ignored)."""
+    f.seek(info.header_offset)
+    head = f.read(_LOCAL_HEADER)
+    if len(head) < _LOCAL_HEADER or head[:4] != ZIP_MAGIC:
+        raise ValueError(f"entry {info.filename!r} has no local header")
+    name_len = int.from_bytes(head[26:28], "little")
+    extra_len = int.from_bytes(head[28:30], "little")
+    start = info.header_offset + _LOCAL_HEADER + name_len + extra_len
+    end = start + info.compress_size
+    if end > file_size:
+        raise ValueError(f"entry {info.filename!r} runs past the end of the file")
+    window = Window(f, start, end)
+    if info.compress_type == zipfile.ZIP_STORED:
+        return window
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise ValueError(f"entry {info.filename!r} uses compression {info.compress_type}")
+    inflater = zlib.decompressobj(-15)
+    data = inflater.decompress(window.read(), MAX_INFLATED + 1)
+    if len(data) > MAX_INFLATED:
+        raise ValueError(f"entry {info.filename!r} inflates past {MAX_INFLATED} bytes")
+    from io import BytesIO
+
+    buf = BytesIO(data)
+    return Window(buf, 0, len(data))
+
+
+def scan_zip(f: BinaryIO, file_size: int) -> list[PickleFindings]:
+    """Walk every pickle in a zip: each entry named .pkl, and any other whose bytes are a pickle."""
+    results: list[PickleFindings] = []
+    with zipfile.ZipFile(f) as zf:
+        infos = zf.infolist()
+    for info in infos:
+        is_pkl = info.filename.endswith(".pkl")
+        try:
+            window = _zip_entry(f, info, file_size)
+        except (ValueError, zlib.error) as exc:
+            if is_pkl:
+                results.append(PickleFindings(info.filename, problems=[_short(exc)]))
+            continue
+        if not is_pkl and not looks_like_pickle_start(window.read(2)):
+            continue
+        window.seek(0)
+        found = walk(window, info.filename)
+        if is_pkl or found.complete:
+            results.append(found)
+    return results
+
+
+def scan_tar(f: BinaryIO, file_size: int) -> list[PickleFindings]:
+    """Walk the pickles of each member of a legacy torch tar archive."""
+    results: list[PickleFindings] = []
+    f.seek(0)
+    with tarfile.open(fileobj=f, mode="r:") as tar:
+        members = [m for m in tar.getmembers() if m.isreg()]
+    for member in members:
+        end = min(member.offset_data + member.size, file_size)
+        results += walk_stream(Window(f, member.offset_data, end), member.name, strict_first=False)
+    return results
+
+
+def is_tar(head: bytes) -> bool:
+    """Whether the first 512 bytes are a valid tar header (what torch's legacy loader tries first)."""
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False
+    return True
+
+
+def container_of(head: bytes) -> str:
+    """How torch.load would read a file with these first bytes: "zip", "tar" or "stream"."""
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    return "tar" if is_tar(head) else "stream"
+
+
+def scan_file(f: BinaryIO, file_size: int, container: str) -> Iterator[PickleFindings]:
+    """Walk every pickle of a file by container kind."""
+    if container == "zip":
+        yield from scan_zip(f, file_size)
+    elif container == "tar":
+        yield from scan_tar(f, file_size)
+    else:
+        yield from walk_stream(Window(f, 0, file_size), "stream", strict_first=True)

@@ -1,0 +1,140 @@
+"""Read and validate a safetensors header (8 + N bytes) exactly as the reference reader does."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from labkit.errors import CorruptFileError, NotAModelError
+from labkit.tensors import DTYPES, TensorInfo
+
+MAX_HEADER = 100_000_000  # the reference reader's limit on N
+_ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+_REDOWNLOAD = "The file is damaged or was cut short: download it again."
+_BITS = {name: int(size * 8) for name, (_, size) in DTYPES.items()}
+
+
+class SafetensorsHeader(NamedTuple):
+    """The validated header: tensors in file order, metadata, and where the data starts."""
+
+    table: dict[str, TensorInfo]
+    offsets: dict[str, tuple[int, int]]
+    metadata: dict[str, str]
+    data_start: int
+
+
+class _Bad(Exception):
+    """A rule broken by the header; turned into CorruptFileError with the path."""
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Bad(f"the header names {key!r} twice (duplicate keys are not allowed)")
+        out[key] = value
+    return out
+
+
+def _is_uint(v: object) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _entry(name: str, raw: object) -> tuple[TensorInfo, tuple[int, int]]:
+    if not isinstance(raw, dict) or not raw.keys() >= _ENTRY_KEYS:
+        raise _Bad(f"tensor {name!r} must have dtype, shape and data_offsets")
+    dtype, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _Bad(f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        raise _Bad(f"tensor {name!r} has a shape that is not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
+        raise _Bad(f"tensor {name!r} has data_offsets that are not two positions")
+    return TensorInfo(tuple(shape), dtype), (offsets[0], offsets[1])
+
+
+def _shape_of(header: object) -> tuple[dict, dict, dict[str, str]]:
+    """Check the JSON shape: tensor entries and an optional string-to-string __metadata__."""
+    if not isinstance(header, dict):
+        raise _Bad("the header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _Bad("__metadata__ must map strings to strings")
+    infos, offsets = {}, {}
+    for name, raw in header.items():
+        if name != "__metadata__":
+            infos[name], offsets[name] = _entry(name, raw)
+    return infos, offsets, metadata
+
+
+def _check_data(infos: dict, offsets: dict) -> tuple[list[str], int]:
+    """Offsets contiguous from 0 in sorted order, each matching shape x dtype; returns the order."""
+    order = sorted(offsets, key=lambda n: offsets[n])
+    start = 0
+    for name in order:
+        begin, end = offsets[name]
+        if begin != start or end < begin:
+            raise _Bad(f"tensor {name!r} has data_offsets [{begin}, {end}] but the previous "
+                       f"tensor ends at {start} (offsets must be contiguous from 0)")
+        bits = infos[name].numel * _BITS[infos[name].dtype]
+        if bits % 8 or bits // 8 != end - begin:
+            raise _Bad(f"tensor {name!r} of shape {list(infos[name].shape)} and dtype "
+                       f"{infos[name].dtype} needs {bits / 8:g} bytes but its offsets give "
+                       f"{end - begin}")
+        start = end
+    return order, start
+
+
+def parse(head: bytes, file_size: int) -> SafetensorsHeader:
+    """Validate a header given the file's first bytes (at least 8 + N when present) and its size.
+
+    Raises _Bad naming the first rule broken, in the reference reader's order.
+    """
+    if file_size < 8 or len(head) < 8:
+        raise _Bad(f"the file is {file_size} bytes, too short to hold the 8-byte header length")
+    n = int.from_bytes(head[:8], "little")
+    if n > MAX_HEADER:
+        raise _Bad(f"the header length {n} is over the {MAX_HEADER} bytes safetensors allows")
+    if 8 + n > file_size or len(head) < 8 + n:
+        raise _Bad(f"the header claims {n} bytes but the file has only {file_size - 8} after "
+                   "the length (cut short?)")
+    try:
+        text = head[8 : 8 + n].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Bad("the header is not UTF-8 text") from None
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise _Bad(f"the header is not valid JSON ({str(exc)[:120]})") from None
+    infos, offsets, metadata = _shape_of(header)
+    order, end = _check_data(infos, offsets)
+    if end + 8 + n != file_size:
+        extra = file_size - (end + 8 + n)
+        what = f"{extra} trailing bytes after" if extra > 0 else f"{-extra} bytes missing from"
+        raise _Bad(f"the file has {what} the tensor data (the header says it is "
+                   f"{end + 8 + n} bytes, it is {file_size})")
+    table = {name: infos[name] for name in order}
+    return SafetensorsHeader(table, {k: offsets[k] for k in order}, metadata, 8 + n)
+
+
+def read_header(path: str | Path) -> SafetensorsHeader:
+    """Read only the 8 + N header bytes of a safetensors file and validate them.
+
+    Raises NotAModelError if the file cannot be read, CorruptFileError if a rule is broken.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            first = f.read(8)
+            n = int.from_bytes(first, "little") if len(first) == 8 else 0
+            rest = f.read(n) if n <= min(MAX_HEADER, size - 8) else b""
+    except OSError as exc:
+        raise NotAModelError(f"cannot be read ({exc.strerror}).", path) from None
+    try:
+        return parse(first + rest, size)
+    except _Bad as exc:
+        raise CorruptFileError(f"is not a valid safetensors file: {exc}.", path,
+                               _REDOWNLOAD) from None

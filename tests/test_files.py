@@ -1,0 +1,137 @@
+"""labkit.files.open_model: every form a model comes in, and every thing that is not a model."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import labkit
+from labkit.errors import CorruptFileError, IncompatibleModelError, NotAModelError
+from labkit.files import open_model
+from labkit.tensors import TensorInfo
+
+
+def test_import_labkit_is_cheap_and_open_model_is_lazy() -> None:
+    code = ("import sys, labkit; assert 'torch' not in sys.modules; f = labkit.open_model; "
+            "assert 'torch' in sys.modules; print(f.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "labkit.files"
+    assert labkit.open_model is open_model
+
+
+def test_safetensors_with_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.ones(4, 8),
+               "lora_unet_x.alpha": torch.tensor(2.0)}, path,
+              metadata={"ss_network_dim": "4", "ss_network_alpha": "2"})
+    model = open_model(path)
+    assert model.format == "safetensors" and model.path == path
+    assert model.metadata == {"ss_network_dim": "4", "ss_network_alpha": "2"}
+    assert model.table["lora_unet_x.lora_down.weight"] == TensorInfo((4, 8), "F32")
+    assert torch.equal(model.tensor("lora_unet_x.lora_down.weight"), torch.ones(4, 8))
+    assert [n for n, _ in model.iter_tensors()] == list(model.table)
+    frame = model.tensors
+    assert list(frame.columns) == ["name", "dtype", "shape", "nbytes"]
+    assert frame.set_index("name").loc["lora_unet_x.lora_down.weight", "nbytes"] == 128
+    assert model.n_params == 33
+    with pytest.raises(IncompatibleModelError, match="no tensor named 'nope'"):
+        model.tensor("nope")
+
+
+def test_repr_and_html_summarise(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file({"a": torch.ones(10, dtype=torch.float16), "b": torch.ones(2)}, path)
+    model = open_model(path)
+    text, page = repr(model), model._repr_html_()
+    for part in ("safetensors", "12", "F16 x1", "F32 x1", "28 B"):
+        assert part in text and part in page
+    assert "<table>" in page and "m.safetensors" in page
+
+
+def test_zip_checkpoint_nested_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"first_stage_model.w": torch.ones(2), "ema": {"x": torch.zeros(3)}},
+                "global_step": 12, "epoch": 1, "optimizer_states": [{"m": torch.ones(5)}]}, path)
+    model = open_model(path)
+    assert model.format == "pickle"
+    assert list(model.table) == ["first_stage_model.w", "ema.x"]
+    assert model.metadata["global_step"] == "12" and model.metadata["epoch"] == "1"
+    assert "optimizer_states.0.m" not in model.table
+    assert torch.equal(model.tensor("ema.x"), torch.zeros(3))
+
+
+def test_a1111_embedding_is_flattened(tmp_path: Path) -> None:
+    path = tmp_path / "emb.pt"
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.ones(2, 768)},
+                "name": "emb", "step": 500}, path)
+    model = open_model(path)
+    assert model.table == {"string_to_param.*": TensorInfo((2, 768), "F32")}
+    assert model.metadata["name"] == "emb" and model.metadata["string_to_token.*"] == "265"
+
+
+def test_content_not_extension_decides(tmp_path: Path) -> None:
+    tensors = {"w": torch.ones(3)}
+    save_file(tensors, tmp_path / "real.ckpt")
+    torch.save(tensors, tmp_path / "real.safetensors")
+    assert open_model(tmp_path / "real.ckpt").format == "safetensors"
+    assert open_model(tmp_path / "real.safetensors").format == "pickle"
+
+
+NOT_MODELS = {
+    "lfs.safetensors": (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 9\n",
+                        NotAModelError, "git lfs pull"),
+    "page.safetensors": (b"\n  <!DOCTYPE html>\n<html><body>Not found</body></html>",
+                         NotAModelError, "HTML page"),
+    "empty.ckpt": (b"", NotAModelError, "empty file"),
+    "notes.ckpt": (b"just some notes\n", NotAModelError, "text file"),
+}
+
+
+@pytest.mark.parametrize("name", NOT_MODELS)
+def test_not_a_model(tmp_path: Path, name: str) -> None:
+    data, error, text = NOT_MODELS[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(error) as err:
+        open_model(path)
+    assert text in str(err.value) and name in str(err.value)
+    assert path.read_bytes() == data
+
+
+def test_truncated_safetensors(tmp_path: Path) -> None:
+    path = tmp_path / "cut.safetensors"
+    save_file({"w": torch.ones(100)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CorruptFileError, match="missing"):
+        open_model(path)
+
+
+def test_truncated_zip_checkpoint(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(1000)}, buf)
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(buf.getvalue()[:2000])
+    with pytest.raises(CorruptFileError, match="cut short"):
+        open_model(path)
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(NotAModelError, match="no such file"):
+        open_model(tmp_path / "nothing.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotAModelError, match="no model"):
+        open_model(tmp_path / "empty")
+
+
+def test_pickle_without_tensors(tmp_path: Path) -> None:
+    path = tmp_path / "config.pt"
+    torch.save({"lr": 0.1}, path)
+    with pytest.raises(NotAModelError, match="no tensors"):
+        open_model(path)
