@@ -69,15 +69,21 @@ def _check_source(src: Path, want_dir: bool) -> Path:
     return src
 
 
-def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    if dst.resolve() == src.resolve():
-        raise LabkitError("is both the source and the destination; the lab never overwrites "
-                          "its source.", dst, "Choose another destination.")
-    if dst.exists() and not overwrite:
+def _check_destination(sources: list[Path], dst: Path, overwrite: bool, want_dir: bool) -> None:
+    """Refuse a destination that exists (unless overwrite), is of the other kind (file or
+    folder), or is, holds or lies inside a source: the lab never overwrites its sources."""
+    target = dst.resolve()
+    for src in map(Path.resolve, sources):
+        if target == src or src.is_relative_to(target) or target.is_relative_to(src):
+            raise LabkitError(f"is, holds or lies inside the source {src}; the lab never "
+                              "overwrites its sources.", dst, "Choose another destination.")
+    if not dst.exists():
+        return
+    if not overwrite:
         raise LabkitError("already exists.", dst, "Pass overwrite=True to replace it.")
-    if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
-        raise LabkitError(f"lies inside the source folder {src}.", dst,
-                          "Choose a destination outside it.")
+    if dst.is_dir() != want_dir:
+        raise LabkitError(f"exists and is a {'folder' if dst.is_dir() else 'file'}; it cannot "
+                          "be replaced by the other kind.", dst, "Remove it or choose another name.")
 
 
 def _tmp_name(dst: Path) -> Path:
@@ -254,7 +260,7 @@ def _rewrite(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dty
              ema: Literal["ema", "model"] | None, overwrite: bool) -> Path:
     """Read a single file, keep tensors only, apply the EMA step and dtype, write dst."""
     src, dst = _check_source(Path(src), want_dir=False), Path(dst)
-    _check_destination(src, dst, overwrite)
+    _check_destination([src], dst, overwrite, want_dir=False)
     with _read_single(src) as (keys, get, metadata):
         tensors = {k: get(k) for k in keys}
     if ema is not None:
@@ -312,7 +318,7 @@ def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
     of the UNet: True copies the folder's own UNet, a path names an EMA UNet folder.
     Raises NotAModelError, IncompatibleModelError, CorruptFileError, LabkitError."""
     folder, dst = _check_source(Path(folder), want_dir=True), Path(dst)
-    _check_destination(folder, dst, overwrite)
+    _check_destination([folder], dst, overwrite, want_dir=False)
     if not (folder / "model_index.json").is_file():
         raise IncompatibleModelError(
             "has no model_index.json: not a diffusers pipeline folder.", folder,
@@ -340,7 +346,7 @@ def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike,
 
     src, dst = _check_source(Path(src), want_dir=False), Path(dst_folder)
     config = _check_source(Path(config_folder), want_dir=True)
-    _check_destination(src, dst, overwrite)
+    _check_destination([src, config], dst, overwrite, want_dir=True)
     class_name = _read_json(config / "model_index.json").get("_class_name")
     if class_name not in PIPELINES:
         raise IncompatibleModelError(f"names pipeline {class_name!r}; supported: {PIPELINES}.",

@@ -163,13 +163,25 @@ def test_existing_destination_is_refused_unless_overwrite(sd1_file, tmp_path):
     assert "model.diffusion_model.out.2.weight" in load_file(dst)
 
 
-def test_destination_equal_to_source_is_refused_even_with_overwrite(sd1_file, tiny, tmp_path):
+def test_destination_that_is_or_holds_a_source_is_refused_even_with_overwrite(sd1_file, tiny, tmp_path):
     before = tree_hash(sd1_file)
-    with pytest.raises(LabkitError, match="both the source and the destination"):
+    folder_before = tree_hash(tiny["sd1"])
+    with pytest.raises(LabkitError, match="never overwrites its sources"):
         convert.to_fp16(sd1_file, sd1_file, overwrite=True)
-    with pytest.raises(LabkitError, match="inside the source folder"):
+    with pytest.raises(LabkitError, match="never overwrites its sources"):
         convert.folder_to_single_file(tiny["sd1"], tiny["sd1"] / "x.safetensors")
-    assert tree_hash(sd1_file) == before
+    for dst in (sd1_file.parent, tiny["sd1"]):  # would hold the source or be the config folder
+        with pytest.raises(LabkitError, match="never overwrites its sources"):
+            convert.single_file_to_folder(sd1_file, dst, config_folder=tiny["sd1"],
+                                          overwrite=True)
+    assert tree_hash(sd1_file) == before and tree_hash(tiny["sd1"]) == folder_before
+
+
+def test_destination_of_the_other_kind_is_refused(sd1_file, tmp_path):
+    (tmp_path / "d.safetensors").mkdir()
+    with pytest.raises(LabkitError, match="is a folder"):
+        convert.to_fp16(sd1_file, tmp_path / "d.safetensors", overwrite=True)
+    assert (tmp_path / "d.safetensors").is_dir()
 
 
 def test_missing_source_is_refused(tmp_path):
@@ -264,3 +276,48 @@ def test_killed_conversion_leaves_source_intact_and_destination_absent_or_comple
         strays = [p.name for p in tmp_path.iterdir()
                   if p.name not in {src.name, "full.safetensors"} and not p.name.startswith("out")]
         assert all(n.startswith(".") and n.endswith(convert.TMP_SUFFIX) for n in strays), strays
+
+
+def test_ckpt_to_safetensors_keeps_tensors_and_scalar_metadata(tmp_path):
+    src = tmp_path / "train.ckpt"
+    weights = {"model.diffusion_model.out.2.weight": torch.randn(4, 8, 3, 3),
+               "model.diffusion_model.out.2.bias": torch.randn(4),
+               "cond_stage_model.transformer.text_model.embeddings.position_ids":
+                   torch.arange(77)[None]}
+    torch.save({"state_dict": {**weights, "not_a_tensor": 3}, "global_step": 42, "epoch": 1}, src)
+    before = tree_hash(src)
+    dst = convert.ckpt_to_safetensors(src, tmp_path / "train.safetensors")
+    got = load_file(dst)
+    with safe_open(str(dst), "pt") as f:
+        meta = f.metadata()
+    assert got.keys() == weights.keys()
+    assert all(torch.equal(got[k], v) for k, v in weights.items())
+    assert meta["global_step"] == "42" and meta["epoch"] == "1"
+    assert tree_hash(src) == before and leftovers(tmp_path) == []
+    with pytest.raises(IncompatibleModelError, match="not a pickle"):
+        convert.ckpt_to_safetensors(dst, tmp_path / "again.safetensors")
+
+
+def test_ckpt_from_a_folder_converts_back_exactly(tiny, tmp_path):
+    ckpt = convert.folder_to_single_file(tiny["sd1"], tmp_path / "m.ckpt", include_ema=True)
+    single = load_file(convert.folder_to_single_file(tiny["sd1"], tmp_path / "m.safetensors"))
+    stripped = load_file(convert.ckpt_to_safetensors(ckpt, tmp_path / "s.safetensors",
+                                                     strip_ema=True))
+    assert stripped.keys() == single.keys()
+    assert all(torch.equal(stripped[k], v) for k, v in single.items())
+    before = tree_hash(ckpt)
+    back = convert.single_file_to_folder(ckpt, tmp_path / "back", config_folder=tiny["sd1"])
+    assert_same_components(tiny["sd1"], back)
+    assert tree_hash(ckpt) == before and leftovers(tmp_path) == []
+
+
+def test_unsafe_pickle_is_refused_and_nothing_written(tiny, tmp_path):
+    from labkit.errors import UnsafeFileError
+
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(b"cos\nsystem\n(S'echo owned'\ntR.")  # never run: the scan refuses it
+    with pytest.raises(UnsafeFileError):
+        convert.ckpt_to_safetensors(evil, tmp_path / "out.safetensors")
+    with pytest.raises(UnsafeFileError):
+        convert.single_file_to_folder(evil, tmp_path / "out", config_folder=tiny["sd1"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.ckpt"]
