@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import NamedTuple
 
 from labkit import identify_rules as R
@@ -33,8 +34,8 @@ class _Component(NamedTuple):
     prefix: str
 
 
-_ADAPTER_SUFFIXES = frozenset(s for _, ss in R.ADAPTER_KINDS for s in ss) | set(
-    R.ADAPTER_EXTRA_SUFFIXES)
+_ADAPTER_SUFFIXES = (*(s for _, ss in R.ADAPTER_KINDS for s in ss), *R.ADAPTER_EXTRA_SUFFIXES)
+_ADAPTER_SUFFIX_SET = frozenset(_ADAPTER_SUFFIXES)
 _MARKERS = tuple(row.marker for row in R.COMPONENTS)
 
 
@@ -43,7 +44,7 @@ def identify(table: Table, metadata: Mapping[str, str] | None = None) -> Identit
     metadata = dict(metadata or {})
     keys = [k for k in table if not k.startswith(R.IGNORED_PREFIXES)
             and k not in R.SCHEDULE_BUFFERS]
-    notes = _notes(table, keys)
+    notes = _notes(table, len(table) - len(keys))
     for step in (_adapter, _embedding, _components):
         found = step(table, keys, metadata)
         if found is not None:
@@ -51,16 +52,15 @@ def identify(table: Table, metadata: Mapping[str, str] | None = None) -> Identit
     return Identity("unknown", "unknown", [], "none", [_looked_for(keys), *notes])
 
 
-def _notes(table: Table, keys: list[str]) -> list[str]:
+def _notes(table: Table, set_aside: int) -> list[str]:
     """Evidence about what identification set aside: EMA copies, schedule buffers, dtypes."""
     notes = []
-    ema = sum(1 for k in table if k.startswith(R.IGNORED_PREFIXES))
-    if ema:
-        notes.append(f"{ema} EMA keys under model_ema. (set aside)")
     buffers = sorted(R.SCHEDULE_BUFFERS.intersection(table))
+    if set_aside > len(buffers):
+        notes.append(f"{set_aside - len(buffers)} EMA keys under model_ema. (set aside)")
     if buffers:
         notes.append("schedule buffers (set aside): " + ", ".join(buffers))
-    dtypes = Counter(info.dtype for info in table.values())
+    dtypes = Counter(map(attrgetter("dtype"), table.values()))
     if dtypes:
         notes.append("dtypes: " + ", ".join(f"{d} x{n}" for d, n in dtypes.most_common()))
     return notes
@@ -122,18 +122,20 @@ def _adapter_suffix(key: str) -> str | None:
     """The adapter suffix a key ends with (".lora_down.weight", ".alpha", ...), or None."""
     head, _, last = key.rpartition(".")
     suffix = f".{head.rpartition('.')[2]}.weight" if last == "weight" else f".{last}"
-    return suffix if suffix in _ADAPTER_SUFFIXES else None
+    return suffix if suffix in _ADAPTER_SUFFIX_SET else None
 
 
 def _adapter(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Identity | None:
     """LoRA / LoHa / LoKr / full diff / DoRA, when most keys end with adapter suffixes."""
+    hits = [k for k in keys if k.endswith(_ADAPTER_SUFFIXES)]
+    if not hits or 2 * len(hits) < len(keys):
+        return None
     modules: dict[str, dict[str, str]] = {}
-    for key in keys:
+    for key in hits:
         suffix = _adapter_suffix(key)
         if suffix is not None:
             modules.setdefault(key[: -len(suffix)], {})[suffix] = key
-    n_adapter = sum(len(s) for s in modules.values())
-    if not modules or 2 * n_adapter < len(keys):
+    if not modules:
         return None
     found = {s for sfx in modules.values() for s in sfx}
     kind, kind_suffixes = next((k, ss) for k, ss in R.ADAPTER_KINDS if found.intersection(ss))

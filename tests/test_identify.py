@@ -8,7 +8,20 @@ import torch
 
 from labkit.identify import Identity, identify
 from labkit.tensors import TensorInfo
-from tests.layout_files import LAYOUT_NAMES, load_layout, read_sparse, write_sparse
+from tests.layout_files import (
+    LAYOUT_NAMES,
+    load_layout,
+    peft_lora,
+    read_sparse,
+    shrink_context,
+    shrink_lora,
+    to_dora,
+    to_full,
+    to_loha,
+    to_lokr,
+    with_ema_and_buffers,
+    write_sparse,
+)
 
 T = TensorInfo
 
@@ -57,20 +70,6 @@ def test_context_evidence_names_the_key():
 
 
 # ---- real-world edits of full checkpoints ----
-
-def with_ema_and_buffers(table, dotted):
-    out = dict(table)
-    for key, info in table.items():
-        if key.startswith("model.diffusion_model."):
-            rest = key[len("model.diffusion_model."):]
-            out["model_ema.diffusion_model." + rest if dotted
-                else "model_ema.diffusion_model" + rest.replace(".", "")] = info
-    out["model_ema.decay"] = T((), "F32")
-    out["model_ema.num_updates"] = T((), "I32")
-    for buffer in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
-                   "sqrt_alphas_cumprod", "logvar"):
-        out[buffer] = T((1000,), "F32")
-    return out
 
 
 @pytest.mark.parametrize("dotted", [False, True])
@@ -146,12 +145,6 @@ def test_sdxl_inpainting():
     assert summary(identify(table)) == ("checkpoint", "sdxl", ["inpainting"], "layout")
 
 
-def shrink_context(table, width):
-    return {k: T(v.shape[:-1] + (width,), v.dtype)
-            if k.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) else v
-            for k, v in table.items()}
-
-
 @pytest.mark.parametrize("name,base", [("sd15", "demo_sd1"), ("sdxl_base", "demo_sdxl")])
 def test_demo_models_by_unreal_context_dim(name, base):
     identity = identify(shrink_context(load_layout(name), 64))
@@ -185,51 +178,6 @@ def test_identity_is_frozen():
 
 
 # ---- adapters derived from the kohya tables ----
-
-def lora_modules(table):
-    """{module: (down TensorInfo, up TensorInfo)} of a kohya LoRA table."""
-    return {k[: -len(".lora_down.weight")]: (v, table[k.replace("lora_down", "lora_up")])
-            for k, v in table.items() if k.endswith(".lora_down.weight")}
-
-
-def to_loha(table):
-    out = {}
-    for m, (down, up) in lora_modules(table).items():
-        rank, fan_in = down.shape[0], down.shape[1] * (down.shape[2] * down.shape[3]
-                                                       if len(down.shape) == 4 else 1)
-        for w in ("w1", "w2"):
-            out[f"{m}.hada_{w}_a"] = T((up.shape[0], rank), "F16")
-            out[f"{m}.hada_{w}_b"] = T((rank, fan_in), "F16")
-        out[f"{m}.alpha"] = T((), "F16")
-    return out
-
-
-def to_lokr(table, factored):
-    out, f = {}, 4
-    for m, (down, up) in lora_modules(table).items():
-        out[f"{m}.lokr_w1"] = T((f, f), "F16")
-        w2 = (up.shape[0] // f, down.shape[1] // f, *down.shape[2:])
-        if factored:
-            out[f"{m}.lokr_w2_a"] = T((w2[0], 8), "F16")
-            out[f"{m}.lokr_w2_b"] = T((8, *w2[1:]), "F16")
-        else:
-            out[f"{m}.lokr_w2"] = T(w2, "F16")
-    return out
-
-
-def to_full(table):
-    out = {}
-    for m, (down, up) in lora_modules(table).items():
-        out[f"{m}.diff"] = T((up.shape[0], *down.shape[1:]), "F16")
-        out[f"{m}.diff_b"] = T((up.shape[0],), "F16")
-    return out
-
-
-def to_dora(table):
-    out = dict(table)
-    for m, (_down, up) in lora_modules(table).items():
-        out[f"{m}.dora_scale"] = T((up.shape[0], 1), "F16")
-    return out
 
 
 @pytest.mark.parametrize("name", ["sd15_lora_kohya", "sdxl_lora_kohya"])
@@ -272,13 +220,6 @@ def test_lora_metadata_in_a_sparse_file(tmp_path):
 def test_te_only_lora_by_width():
     table = {k: v for k, v in load_layout("sd15_lora_kohya").items() if k.startswith("lora_te_")}
     assert summary(identify(table)) == ("lora", "sd1", [], "dims")
-
-
-def shrink_lora(table, width):
-    """A demo-sized LoRA: the cross-attention and text encoder inputs are `width` wide."""
-    return {k: T((v.shape[0], width), v.dtype)
-            if k.endswith(".lora_down.weight") and ("attn2_to_k" in k or "_te" in k) else v
-            for k, v in table.items()}
 
 
 @pytest.mark.parametrize("name,version", [("sd15_lora_kohya", "labkit_demo_sd1"),
@@ -417,21 +358,6 @@ def test_flux_and_sd3_in_diffusers_naming():
                                     pooled_projection_dim=32)
     assert summary(identify(meta_table(flux, "transformer/"))) == ("unet", "flux_dev", [], "layout")
     assert summary(identify(meta_table(sd3))) == ("unet", "sd3", [], "layout")
-
-
-def peft_lora(table, component, rank=8, magnitude=False):
-    """A PEFT/diffusers LoRA over every attention projection of a diffusers model table."""
-    out = {}
-    targets = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight", "q_proj.weight",
-               "k_proj.weight", "v_proj.weight", "out_proj.weight")
-    for key, info in table.items():
-        if key.endswith(targets) and len(info.shape) == 2:
-            module = f"{component}.{key[: -len('.weight')]}"
-            out[f"{module}.lora_A.weight"] = T((rank, info.shape[1]), "F16")
-            out[f"{module}.lora_B.weight"] = T((info.shape[0], rank), "F16")
-            if magnitude:
-                out[f"{module}.lora_magnitude_vector"] = T((info.shape[0],), "F16")
-    return out
 
 
 def test_peft_lora_sd15(diffusers_parts):
