@@ -135,3 +135,123 @@ def test_pickle_without_tensors(tmp_path: Path) -> None:
     torch.save({"lr": 0.1}, path)
     with pytest.raises(NotAModelError, match="no tensors"):
         open_model(path)
+
+
+# --- diffusers folders -------------------------------------------------------------------------
+
+def _tiny_models() -> dict[str, torch.nn.Module]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
+        attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                        up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=4,
+                        sample_size=8)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=12, intermediate_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, vocab_size=50,
+                                        max_position_embeddings=8))
+    return {"unet": unet, "vae": vae, "text_encoder": text}
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    import copy
+    import json
+
+    from diffusers import DDIMScheduler
+
+    root = tmp_path_factory.mktemp("pipe")
+    models = _tiny_models()
+    models["unet"].save_pretrained(root / "unet", max_shard_size="20KB")
+    copy.deepcopy(models["unet"]).half().save_pretrained(root / "unet", variant="fp16")
+    models["vae"].save_pretrained(root / "vae")
+    copy.deepcopy(models["vae"]).half().save_pretrained(root / "vae", variant="fp16")
+    models["text_encoder"].save_pretrained(root / "text_encoder")
+    DDIMScheduler().save_pretrained(root / "scheduler")
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "vocab.json").write_text("{}")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers",
+                                                                        "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None]}))
+    return root, models
+
+
+def test_pipeline_folder_names_tensors_by_component(pipeline_folder: tuple[Path, dict]) -> None:
+    root, models = pipeline_folder
+    assert len(list((root / "unet").glob("diffusion_pytorch_model-0*.safetensors"))) > 1
+    model = open_model(root)
+    assert model.format == "diffusers"
+    assert model.components == {c: root / c for c in ("unet", "vae", "text_encoder")}
+    expected = {f"{c}/{k}": (tuple(v.shape), "F32")
+                for c, m in models.items() for k, v in m.state_dict().items()}
+    assert {n: (i.shape, i.dtype) for n, i in model.table.items()} == expected
+    assert "unet/conv_in.weight" in model.table and "vae/encoder.conv_in.weight" in model.table
+    assert torch.equal(model.tensor("unet/conv_in.weight"), models["unet"].conv_in.weight.detach())
+    assert model.metadata["_class_name"] == "StableDiffusionPipeline"
+    assert model.metadata["unet"] == '["diffusers", "UNet2DConditionModel"]'
+
+
+def test_pipeline_folder_fp16_variant(pipeline_folder: tuple[Path, dict]) -> None:
+    root, _ = pipeline_folder
+    model = open_model(root, variant="fp16")
+    dtypes = {n.split("/")[0]: i.dtype for n, i in model.table.items()}
+    assert dtypes == {"unet": "F16", "vae": "F16", "text_encoder": "F32"}
+    assert model.tensor("vae/decoder.conv_out.weight").dtype == torch.float16
+
+
+def test_component_folder_alone_sharded(pipeline_folder: tuple[Path, dict]) -> None:
+    root, models = pipeline_folder
+    model = open_model(root / "unet")
+    assert model.format == "diffusers"
+    assert set(model.table) == set(models["unet"].state_dict())
+    assert model.metadata["_class_name"] == "UNet2DConditionModel"
+    assert torch.equal(model.tensor("conv_out.bias"), models["unet"].conv_out.bias.detach())
+
+
+def test_bin_component_goes_through_the_safe_loader(tmp_path: Path,
+                                                    pipeline_folder: tuple[Path, dict]) -> None:
+    _, models = pipeline_folder
+    models["vae"].save_pretrained(tmp_path / "vae", safe_serialization=False)
+    assert (tmp_path / "vae" / "diffusion_pytorch_model.bin").is_file()
+    model = open_model(tmp_path / "vae")
+    assert set(model.table) == set(models["vae"].state_dict())
+
+
+def test_only_a_variant_present(tmp_path: Path, pipeline_folder: tuple[Path, dict]) -> None:
+    root, _ = pipeline_folder
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    for name in ("config.json", "diffusion_pytorch_model.fp16.safetensors"):
+        (folder / name).write_bytes((root / "vae" / name).read_bytes())
+    assert {i.dtype for i in open_model(folder).table.values()} == {"F16"}
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)
+
+
+def test_missing_component_weights(tmp_path: Path, pipeline_folder: tuple[Path, dict]) -> None:
+    root, _ = pipeline_folder
+    _copy_tree(root, tmp_path / "pipe")
+    for f in (tmp_path / "pipe" / "vae").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(CorruptFileError, match="component 'vae'"):
+        open_model(tmp_path / "pipe")
+
+
+def test_missing_shard(tmp_path: Path, pipeline_folder: tuple[Path, dict]) -> None:
+    root, _ = pipeline_folder
+    _copy_tree(root / "unet", tmp_path / "unet")
+    next((tmp_path / "unet").glob("diffusion_pytorch_model-00002-*.safetensors")).unlink()
+    with pytest.raises(CorruptFileError, match="which is missing"):
+        open_model(tmp_path / "unet")
