@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickletools
 import tarfile
 import zipfile
@@ -77,6 +78,17 @@ class PickleFindings:
     constant: object = None  # the value of a pickle that is a single constant (torch's magic)
 
 
+def _effect(op: pickletools.OpcodeInfo) -> tuple[int, bool, int, bool]:
+    """(items popped below a mark, pops to a mark, items pushed, pushes a mark) of an opcode."""
+    before, mark = op.stack_before, pickletools.markobject
+    below = before[: before.index(mark)] if mark in before else before
+    pushed = [item for item in op.stack_after if item is not mark]
+    return len(below), mark in before, len(pushed), mark in op.stack_after
+
+
+_EFFECTS = {op.name: _effect(op) for op in pickletools.opcodes}
+
+
 class _Stack:
     """The unpickler's stack and marks, simulated with strings kept and everything else unknown."""
 
@@ -86,7 +98,7 @@ class _Stack:
         self.memo: dict[int, object] = {}
 
     def pop(self) -> object:
-        if not self.items or (self.marks and len(self.items) <= self.marks[-1]):
+        if len(self.items) <= (self.marks[-1] if self.marks else 0):
             raise ValueError("stack underflow")
         return self.items.pop()
 
@@ -95,58 +107,79 @@ class _Stack:
             raise ValueError("stack underflow")
         return self.items[-1]
 
-    def apply(self, op: pickletools.OpcodeInfo) -> None:
+    def apply(self, name: str) -> None:
         """Apply an opcode's generic stack effect (pops, mark handling, unknown results)."""
-        before = op.stack_before
-        below = before
-        if pickletools.markobject in before:
+        below, to_mark, pushed, pushes_mark = _EFFECTS[name]
+        items = self.items
+        if to_mark:
             if not self.marks:
                 raise ValueError("mark not found")
-            below = before[: before.index(pickletools.markobject)]
-            del self.items[self.marks.pop():]
-        for _ in below:
-            self.pop()
-        for item in op.stack_after:
-            if item is pickletools.markobject:
-                self.marks.append(len(self.items))
-            else:
-                self.items.append(_UNKNOWN)
+            del items[self.marks.pop():]
+        if below:
+            if len(items) - below < (self.marks[-1] if self.marks else 0):
+                raise ValueError("stack underflow")
+            del items[-below:]
+        items.extend([_UNKNOWN] * pushed)
+        if pushes_mark:
+            self.marks.append(len(items))
 
 
-def _step(op: pickletools.OpcodeInfo, arg: object, pos: int, stack: _Stack,
-          found: PickleFindings) -> None:
-    name = op.name
-    if name in ("GLOBAL", "INST"):
-        module, _, attr = str(arg).partition(" ")
+def _stack_global(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    attr, module = stack.pop(), stack.pop()
+    if isinstance(module, str) and isinstance(attr, str):
         found.globals.append((module, attr, pos))
-        stack.apply(op)
-    elif name == "STACK_GLOBAL":
-        attr, module = stack.pop(), stack.pop()
-        if isinstance(module, str) and isinstance(attr, str):
-            found.globals.append((module, attr, pos))
-        else:
-            found.problems.append(f"could not resolve the STACK_GLOBAL at byte {pos} to names")
-        stack.items.append(_UNKNOWN)
-    elif name in _STRING_OPS:
-        keep = isinstance(arg, str) and len(arg) <= MAX_STRING_KEPT
-        stack.items.append(arg if keep else _UNKNOWN)
-    elif name == "MEMOIZE":
-        stack.memo[len(stack.memo)] = stack.top()
-    elif name in _PUT_OPS:
-        stack.memo[int(arg)] = stack.top()
-    elif name in _GET_OPS:
-        stack.items.append(stack.memo.get(int(arg), _UNKNOWN))
-    elif name == "DUP":
-        stack.items.append(stack.top())
     else:
-        if name in _EXT_OPS:
-            found.problems.append(f"extension-registry opcode {name} at byte {pos} cannot be checked")
-        elif name == "PROTO" and int(arg) > 5:
-            found.problems.append(f"unknown pickle protocol {arg}")
-        stack.apply(op)
+        found.problems.append(f"could not resolve the STACK_GLOBAL at byte {pos} to names")
+    stack.items.append(_UNKNOWN)
 
 
-def walk(stream: Window, label: str) -> PickleFindings:
+def _named_global(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    module, _, attr = str(arg).partition(" ")
+    found.globals.append((module, attr, pos))
+
+
+def _string(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    keep = isinstance(arg, str) and len(arg) <= MAX_STRING_KEPT
+    stack.items.append(arg if keep else _UNKNOWN)
+
+
+def _memoize(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    stack.memo[len(stack.memo)] = stack.top()
+
+
+def _put(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    stack.memo[int(arg)] = stack.top()
+
+
+def _get(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    stack.items.append(stack.memo.get(int(arg), _UNKNOWN))
+
+
+def _dup(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    stack.items.append(stack.top())
+
+
+def _extension(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    found.problems.append(f"an extension-registry opcode at byte {pos} cannot be checked")
+
+
+def _proto(arg: object, pos: int, stack: _Stack, found: PickleFindings) -> None:
+    if int(arg) > 5:
+        found.problems.append(f"unknown pickle protocol {arg}")
+
+
+# opcode name -> what it does beyond (GLOBAL, INST, EXT*, PROTO) or instead of (the others)
+# its generic stack effect
+_SPECIAL = {
+    "GLOBAL": _named_global, "INST": _named_global, "STACK_GLOBAL": _stack_global,
+    **dict.fromkeys(_STRING_OPS, _string), "MEMOIZE": _memoize,
+    **dict.fromkeys(_PUT_OPS, _put), **dict.fromkeys(_GET_OPS, _get), "DUP": _dup,
+    **dict.fromkeys(_EXT_OPS, _extension), "PROTO": _proto,
+}
+_ALSO_GENERIC = frozenset({"GLOBAL", "INST", "PROTO", *_EXT_OPS})
+
+
+def walk(stream: Window | BinaryIO, label: str) -> PickleFindings:
     """Walk one pickle from the stream's position to its STOP, recording every global it names."""
     found = PickleFindings(label)
     stack = _Stack()
@@ -155,7 +188,12 @@ def walk(stream: Window, label: str) -> PickleFindings:
         for op, arg, pos in pickletools.genops(stream):
             if len(ops) < 3:
                 ops.append(arg)
-            _step(op, arg, pos, stack, found)
+            name = op.name
+            special = _SPECIAL.get(name)
+            if special is not None:
+                special(arg, pos, stack, found)
+            if special is None or name in _ALSO_GENERIC:
+                stack.apply(name)
         found.complete = True
     except Exception as exc:  # any parse failure of hostile bytes ends the walk; it is recorded
         found.problems.append(f"malformed pickle ({_short(exc)})")
@@ -196,7 +234,7 @@ def walk_stream(window: Window, label: str, strict_first: bool) -> list[PickleFi
     return results
 
 
-def _zip_entry(f: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> Window:
+def _zip_entry(f: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> Window | io.BytesIO:
     """The bytes of one zip entry, read via its local header as torch's reader does (flags ignored)."""
     f.seek(info.header_offset)
     head = f.read(_LOCAL_HEADER)
@@ -213,14 +251,18 @@ def _zip_entry(f: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> Window:
         return window
     if info.compress_type != zipfile.ZIP_DEFLATED:
         raise ValueError(f"entry {info.filename!r} uses compression {info.compress_type}")
-    inflater = zlib.decompressobj(-15)
-    data = inflater.decompress(window.read(), MAX_INFLATED + 1)
+    data = zlib.decompressobj(-15).decompress(window.read(), MAX_INFLATED + 1)
     if len(data) > MAX_INFLATED:
         raise ValueError(f"entry {info.filename!r} inflates past {MAX_INFLATED} bytes")
-    from io import BytesIO
+    return io.BytesIO(data)
 
-    buf = BytesIO(data)
-    return Window(buf, 0, len(data))
+
+def in_memory(entry: Window | io.BytesIO) -> Window | io.BytesIO:
+    """The same bytes held in memory (reads then cost no system calls), when small enough."""
+    entry.seek(0)
+    if isinstance(entry, io.BytesIO) or entry.size > MAX_INFLATED:
+        return entry
+    return io.BytesIO(entry.read())
 
 
 def scan_zip(f: BinaryIO, file_size: int) -> list[PickleFindings]:
@@ -238,8 +280,7 @@ def scan_zip(f: BinaryIO, file_size: int) -> list[PickleFindings]:
             continue
         if not is_pkl and not looks_like_pickle_start(window.read(2)):
             continue
-        window.seek(0)
-        found = walk(window, info.filename)
+        found = walk(in_memory(window), info.filename)
         if is_pkl or found.complete:
             results.append(found)
     return results
