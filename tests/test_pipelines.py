@@ -1,0 +1,176 @@
+"""Loading checkpoints into pipelines: every form, offline, memory placement, errors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+from labkit import convert, pipelines
+from labkit.device import DeviceChoice
+from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError, UnsafeFileError
+from tests.hostile_corpus import entries as hostile_entries
+from tests.tiny_models import save_tiny
+
+GIB = 1024**3
+FAST = {"steps": 3, "size": 32, "progress": False, "seed": 5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # torch's worker threads fight on a busy 2-core machine; tiny models run 20x faster alone.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """Tiny SD1- and SDXL-style models as a diffusers folder, a .safetensors and a .ckpt."""
+    root = tmp_path_factory.mktemp("forms")
+    out = {}
+    for family in ("sd1", "sdxl"):
+        folder = save_tiny(root / family, family)
+        out[family] = {
+            "folder": folder,
+            "safetensors": convert.folder_to_single_file(folder, root / f"{family}.safetensors"),
+            "ckpt": convert.folder_to_single_file(folder, root / f"{family}.ckpt"),
+        }
+    return out
+
+
+def _image(pipe) -> np.ndarray:
+    return np.asarray(pipelines.generate(pipe, "a red square", **FAST)[0], dtype=np.float64)
+
+
+@pytest.mark.parametrize("family,cls", [("sd1", StableDiffusionPipeline),
+                                        ("sdxl", StableDiffusionXLPipeline)])
+def test_every_form_gives_the_same_image(forms, family, cls):
+    f = forms[family]
+    folder = pipelines.load_pipeline(f["folder"], progress=False)
+    assert type(folder) is cls
+    reference = _image(folder)
+    for form in ("safetensors", "ckpt"):
+        pipe = pipelines.load_pipeline(f[form], config=f["folder"], progress=False)
+        assert type(pipe) is cls
+        assert np.abs(_image(pipe) - reference).mean() < 1.0, form
+
+
+def test_the_class_comes_from_the_tensors_not_the_name(forms, tmp_path):
+    misleading = tmp_path / "sd15-pruned-emaonly.safetensors"
+    misleading.write_bytes(forms["sdxl"]["safetensors"].read_bytes())
+    pipe = pipelines.load_pipeline(misleading, config=forms["sdxl"]["folder"], progress=False)
+    assert type(pipe) is StableDiffusionXLPipeline
+
+
+def test_loading_never_touches_the_network(forms, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    for family, f in forms.items():
+        for form, path in f.items():
+            config = None if form == "folder" else f["folder"]
+            pipe = pipelines.load_pipeline(path, config=config, progress=False)
+            assert pipelines.generate(pipe, "x", **FAST), (family, form)
+
+
+def test_a_pickle_is_scanned_before_anything_runs(tmp_path):
+    canary = tmp_path / "canary"
+    evil = next(e for e in hostile_entries(str(canary)) if e.name == "zip_data_pkl.ckpt")
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(evil.data)
+    with pytest.raises(UnsafeFileError):
+        pipelines.load_pipeline(path, progress=False)
+    assert not canary.exists()
+
+
+def test_missing_path_is_not_a_model(tmp_path):
+    with pytest.raises(NotAModelError):
+        pipelines.load_pipeline(tmp_path / "nothing.safetensors", progress=False)
+
+
+def test_a_part_alone_is_not_a_checkpoint(forms):
+    with pytest.raises(IncompatibleModelError, match="not a full checkpoint"):
+        pipelines.load_pipeline(forms["sd1"]["folder"] / "unet", progress=False)
+
+
+def test_a_config_that_does_not_fit_says_so_in_plain_words(forms):
+    with pytest.raises(IncompatibleModelError, match="could not build"):
+        pipelines.load_pipeline(forms["sd1"]["safetensors"], config=forms["sdxl"]["folder"],
+                                progress=False)
+
+
+def test_an_unknown_prediction_type_is_refused(forms):
+    with pytest.raises(LabkitError, match="prediction"):
+        pipelines.load_pipeline(forms["sd1"]["safetensors"], prediction="x0", progress=False)
+
+
+def test_the_device_choice_is_said(forms, capsys):
+    pipelines.load_pipeline(forms["sd1"]["folder"])
+    out = capsys.readouterr().out
+    assert "Device: cpu" in out and "no CUDA GPU" in out
+    assert "checkpoint of base demo_sd1 -> StableDiffusionPipeline" in out
+
+
+def test_cached_pipeline_loads_once(forms, monkeypatch):
+    calls = []
+    real = pipelines.load_pipeline
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: calls.append(a) or real(*a, **k))
+    a = pipelines.cached_pipeline(forms["sd1"]["folder"], progress=False)
+    b = pipelines.cached_pipeline(forms["sd1"]["folder"], progress=False)
+    assert a is b and len(calls) == 1
+
+
+@pytest.mark.parametrize("free,model,mode", [
+    (24 * GIB, 5 * GIB, "gpu"),
+    (7 * GIB, 5 * GIB, "attention_slicing"),
+    (4 * GIB, 5 * GIB, "cpu_offload"),
+    (int(5 * GIB * pipelines.GPU_HEADROOM), 5 * GIB, "gpu"),
+])
+def test_memory_plan_from_free_memory(free, model, mode):
+    plan = pipelines.memory_plan(free, model)
+    assert plan.mode == mode
+    assert "GiB free" in plan.reason
+
+
+class _FakePipe:
+    """Records the placement calls place() makes."""
+
+    def __init__(self):
+        self.calls = []
+        self.components = {"unet": torch.nn.Linear(1000, 1000)}  # 4 MB of weights
+
+    def to(self, device):
+        self.calls.append(("to", str(device)))
+
+    def enable_model_cpu_offload(self, device):
+        self.calls.append(("offload", str(device)))
+
+    def enable_attention_slicing(self):
+        self.calls.append(("slicing",))
+
+
+@pytest.mark.parametrize("free,calls", [
+    (GIB, [("to", "cuda")]),
+    (int(4.5e6), [("to", "cuda"), ("slicing",)]),
+    (10, [("offload", "cuda")]),
+])
+def test_place_follows_the_plan_on_a_gpu(monkeypatch, free, calls):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * GIB))
+    pipe = _FakePipe()
+    pipelines.place(pipe, DeviceChoice(torch.device("cuda"), torch.float16, "test"), progress=False)
+    assert pipe.calls == calls
+
+
+def test_place_on_cpu_moves_the_pipeline():
+    pipe = _FakePipe()
+    assert pipelines.place(pipe, DeviceChoice(torch.device("cpu"), torch.float32, "test")) == "cpu"
+    assert pipe.calls == [("to", "cpu")]
