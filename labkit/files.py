@@ -11,7 +11,7 @@ from labkit.model_file import ModelFile, SafetensorsSource, flatten_checkpoint
 from labkit.safetensors_header import read_header
 from labkit.sniff import not_a_model, not_pickle, read_head, what_is
 
-__all__ = ["ModelFile", "open_model"]
+__all__ = ["ModelFile", "open_model", "what_is"]
 
 def open_safetensors(path: Path) -> ModelFile:
     """Open a safetensors file by its header alone; tensors load on demand (mmap).

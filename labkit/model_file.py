@@ -182,11 +182,11 @@ class ModelFile:
 
         return file_hashes(self.path, progress=progress)
 
-    def stats(self) -> pd.DataFrame:
+    def stats(self, pattern: str | None = None, progress: bool = True) -> pd.DataFrame:
         """Per-tensor statistics, streamed (labkit.stats.tensor_stats)."""
         from labkit.stats import tensor_stats
 
-        return tensor_stats(self)
+        return tensor_stats(self, pattern=pattern, progress=progress)
 
     @property
     def n_params(self) -> int:

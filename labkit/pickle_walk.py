@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickletools
 import tarfile
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -179,26 +180,32 @@ _SPECIAL = {
 _ALSO_GENERIC = frozenset({"GLOBAL", "INST", "PROTO", *_EXT_OPS})
 
 
+def _run(stream: Window | BinaryIO, found: PickleFindings, first_args: list[object]) -> None:
+    stack = _Stack()
+    for op, arg, pos in pickletools.genops(stream):
+        if len(first_args) < 3:
+            first_args.append(arg)
+        name = op.name
+        special = _SPECIAL.get(name)
+        if special is not None:
+            special(arg, pos, stack, found)
+        if special is None or name in _ALSO_GENERIC:
+            stack.apply(name)
+
+
 def walk(stream: Window | BinaryIO, label: str) -> PickleFindings:
     """Walk one pickle from the stream's position to its STOP, recording every global it names."""
     found = PickleFindings(label)
-    stack = _Stack()
-    ops: list[object] = []
-    try:
-        for op, arg, pos in pickletools.genops(stream):
-            if len(ops) < 3:
-                ops.append(arg)
-            name = op.name
-            special = _SPECIAL.get(name)
-            if special is not None:
-                special(arg, pos, stack, found)
-            if special is None or name in _ALSO_GENERIC:
-                stack.apply(name)
-        found.complete = True
-    except Exception as exc:  # any parse failure of hostile bytes ends the walk; it is recorded
-        found.problems.append(f"malformed pickle ({_short(exc)})")
-    if found.complete and len(ops) == 3 and not found.globals:
-        found.constant = ops[1]
+    first_args: list[object] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # bad escapes in hostile text strings
+        try:
+            _run(stream, found, first_args)
+            found.complete = True
+        except Exception as exc:  # any parse failure of hostile bytes ends the walk; recorded
+            found.problems.append(f"malformed pickle ({_short(exc)})")
+    if found.complete and len(first_args) == 3 and not found.globals:
+        found.constant = first_args[1]
     return found
 
 
@@ -289,8 +296,8 @@ def scan_zip(f: BinaryIO, file_size: int) -> list[PickleFindings]:
 def scan_tar(f: BinaryIO, file_size: int) -> list[PickleFindings]:
     """Walk the pickles of each member of a legacy torch tar archive."""
     results: list[PickleFindings] = []
-    f.seek(0)
-    with tarfile.open(fileobj=f, mode="r:") as tar:
+    # tarfile reads header blocks of the sizes they claim: the window caps them at the file
+    with tarfile.open(fileobj=Window(f, 0, file_size), mode="r:") as tar:  # type: ignore[arg-type]
         members = [m for m in tar.getmembers() if m.isreg()]
     for member in members:
         end = min(member.offset_data + member.size, file_size)

@@ -269,3 +269,34 @@ def test_scan_gives_a_verdict_or_a_labkit_error(data: bytes) -> None:
 def test_walk_reports_a_single_constant() -> None:
     data = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
     assert walk(Window(io.BytesIO(data), 0, len(data)), "m").constant == 0x1950A86A20F9469CFC6C
+
+
+def _clean_containers() -> list[bytes]:
+    buf = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.ones(4)}, "global_step": 3}, buf)
+    clean = pickle.dumps({"step": 1}, protocol=2)
+    return [buf.getvalue(), hostile_corpus.make_tar({"sys_info": clean, "pickle": clean})]
+
+
+_CONTAINERS = _clean_containers()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_CONTAINERS), st.integers(0, 10**6), st.binary(min_size=1, max_size=8))
+def test_mutated_zip_and_tar_give_a_verdict_or_a_labkit_error(valid: bytes, at: int,
+                                                              patch: bytes) -> None:
+    import tempfile
+
+    at %= len(valid)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "f.ckpt"
+        path.write_bytes(valid[:at] + patch + valid[at + len(patch):])
+        tracemalloc.start()
+        try:
+            assert isinstance(safety.scan(path).safe, bool)
+        except LabkitError:
+            pass
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    assert peak < 4_000_000 + 50 * len(valid)
