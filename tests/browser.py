@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 SETTINGS_DIR = Path(__file__).resolve().parents[1] / "jupyter" / "user-settings"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium reaches out to Google's hosts at start unless told not to; this machine's closed
@@ -22,6 +24,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-dev-shm-usage"]
 
 
+TOKEN = "labkit-test"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,7 +34,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def jupyterlab(root: Path, token: str = "labkit-test") -> Iterator[str]:
+def jupyterlab(root: Path, token: str = TOKEN) -> Iterator[str]:
     """Run JupyterLab on a free local port over `root`; yield its base URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -60,9 +65,30 @@ def jupyterlab(root: Path, token: str = "labkit-test") -> Iterator[str]:
         log.close()
 
 
-def run_all_cells(page) -> None:
-    """Run every cell of the open notebook through JupyterLab's Run menu and wait for the kernel."""
+def run_all_cells(page, tries: int = 4) -> None:
+    """Run every cell of the open notebook through JupyterLab's Run menu.
+
+    On a loaded machine the kernel can report idle before it takes requests, so the click is
+    repeated until a cell shows it started ([*] or an execution count).
+    """
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    page.click("text=Run", timeout=30_000)
-    page.click("text=Run All Cells", timeout=30_000)
+    started = ("() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
+               ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
+    for attempt in range(tries):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        try:
+            page.wait_for_function(started, timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+
+
+def open_notebook_and_run(browser, lab_url: str, notebook: str):
+    """A new page with `notebook` open and all its cells run; the caller closes the page."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{lab_url}/lab/tree/{notebook}?token={TOKEN}")
+    run_all_cells(page)
+    return page

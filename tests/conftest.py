@@ -29,3 +29,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter:
             reporter.write_line(f"CI: {skipped} skipped test(s) or no tests ran: failing the run",
                                 red=True)
+
+
+@pytest.fixture(scope="session")
+def lab_url(tmp_path_factory) -> str:
+    """One JupyterLab server for all browser tests, over a copy of notebooks/."""
+    import shutil
+
+    from tests.browser import jupyterlab
+
+    root = tmp_path_factory.mktemp("lab")
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        shutil.copy(nb, root / nb.name)
+    with jupyterlab(root) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium driven by Playwright (it cannot download its own browser here)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
