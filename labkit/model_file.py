@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from labkit.errors import CorruptFileError, IncompatibleModelError
-from labkit.tensors import TensorInfo, info_of
+from labkit.tensors import DTYPES, TensorInfo, info_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MAX_META_CHARS = 2000  # a non-tensor leaf of a pickle is kept as text up to this length
 _MAX_DEPTH = 32
+NAMED_DTYPES = frozenset(dt for dt, _ in DTYPES.values() if dt is not None)
 
 
 class TensorSource(Protocol):
@@ -123,8 +124,13 @@ class ModelFile:
                      metadata: dict[str, str]) -> ModelFile:
         """A ModelFile over tensors already loaded (pickles)."""
         source = LoadedSource(tensors)
-        table = {name: info_of(t) for name, t in tensors.items()}
-        return cls(path, format, table, metadata, {name: (source, name) for name in tensors})
+        table: dict[str, TensorInfo] = {}
+        for name, t in tensors.items():
+            if t.dtype in NAMED_DTYPES and t.layout == torch.strided:
+                table[name] = info_of(t)
+            else:  # quantised, sparse or complex128: listed, not tabled
+                metadata[name] = f"tensor {t.dtype} {t.layout} {list(t.shape)} (not listed)"
+        return cls(path, format, table, metadata, {name: (source, name) for name in table})
 
     @property
     def tensors(self) -> pd.DataFrame:

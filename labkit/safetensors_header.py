@@ -59,7 +59,7 @@ def _shape_of(header: object) -> tuple[dict, dict, dict[str, str]]:
     """Check the JSON shape: tensor entries and an optional string-to-string __metadata__."""
     if not isinstance(header, dict):
         raise _Bad("the header is not a JSON object")
-    metadata = header.get("__metadata__", {})
+    metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _Bad("__metadata__ must map strings to strings")
     infos, offsets = {}, {}

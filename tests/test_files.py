@@ -255,3 +255,11 @@ def test_missing_shard(tmp_path: Path, pipeline_folder: tuple[Path, dict]) -> No
     next((tmp_path / "unet").glob("diffusion_pytorch_model-00002-*.safetensors")).unlink()
     with pytest.raises(CorruptFileError, match="which is missing"):
         open_model(tmp_path / "unet")
+
+
+def test_tensors_the_table_cannot_name_go_to_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save({"w": torch.ones(2), "z": torch.zeros(2, dtype=torch.complex128)}, path)
+    model = open_model(path)
+    assert list(model.table) == ["w"]
+    assert "complex128" in model.metadata["z"]

@@ -155,3 +155,12 @@ def test_mutated_files_give_a_header_or_a_labkit_error(at: int, patch: bytes) ->
 @given(st.integers(0, 2**64 - 1))
 def test_claimed_header_length_is_never_allocated(claim: int) -> None:
     _read_bytes(struct.pack("<Q", claim) + b'{"a": 1}')
+
+
+def test_what_the_reference_reader_accepts(tmp_path: Path) -> None:
+    path = tmp_path / "lenient.safetensors"
+    entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "extra": 1}
+    path.write_bytes(build(None, bytes(4), raw_header=b"  " + json.dumps(
+        {"__metadata__": None, "a": entry}).encode()))
+    header = read_header(path)
+    assert header.metadata == {} and header.table == {"a": TensorInfo((1,), "F32")}
