@@ -5,7 +5,6 @@ and is renamed into place, so a destination is either absent or complete; source
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -13,24 +12,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from labkit import layouts
-from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError, NotAModelError
+from labkit.diffusers_folder import read_json
+from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError
+from labkit.files import ModelFile, open_model
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 TMP_SUFFIX = ".partial"
-
-# Weight file names in a diffusers component folder, in order of preference.
-WEIGHT_FILES = (
-    "diffusion_pytorch_model.safetensors", "model.safetensors",
-    "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
-    "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors",
-    "diffusion_pytorch_model.bin", "pytorch_model.bin",
-)
 
 # Components in model_index.json -> family of the single-file layout.
 FAMILY_BY_TEXT_ENCODERS = {
@@ -72,6 +65,9 @@ def _check_source(src: Path, want_dir: bool) -> Path:
 def _check_destination(sources: list[Path], dst: Path, overwrite: bool, want_dir: bool) -> None:
     """Refuse a destination that exists (unless overwrite), is of the other kind (file or
     folder), or is, holds or lies inside a source: the lab never overwrites its sources."""
+    if not want_dir and dst.suffix not in SINGLE_SUFFIXES:
+        raise LabkitError(f"has suffix {dst.suffix!r}; choose one of {SINGLE_SUFFIXES}.", dst,
+                          "The suffix picks the format written.")
     target = dst.resolve()
     for src in map(Path.resolve, sources):
         if target == src or src.is_relative_to(target) or target.is_relative_to(src):
@@ -123,85 +119,34 @@ def _atomic_folder(dst: Path) -> Iterator[Path]:
 
 # ---------------------------------------------------------------- reading
 
-def _unwrap_pickle(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A loaded checkpoint's tensors (state_dict unwrapped) and its scalar leaves as metadata."""
-    if not isinstance(obj, dict):
-        raise NotAModelError(f"holds a {type(obj).__name__}, not a dict of tensors.", path,
-                             "Only state-dict checkpoints can be converted.")
-    meta = {str(k): str(v) for k, v in obj.items() if isinstance(v, int | float | str | bool)}
-    state = obj.get("state_dict", obj)
-    if not isinstance(state, dict):
-        raise NotAModelError("has a state_dict that is not a dict.", path)
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, meta
+def _open_single(path: Path) -> ModelFile:
+    """A single .safetensors or pickle checkpoint, opened by labkit.files (pickles scanned)."""
+    model = open_model(path)
+    if model.format not in ("safetensors", "pickle"):
+        raise IncompatibleModelError(f"is a {model.format} file; only safetensors and pickle "
+                                     "checkpoints convert.", path)
+    return model
 
 
-@contextmanager
-def _read_single(path: Path) -> Iterator[tuple[list[str], Any, dict[str, str]]]:
-    """(keys, get(key) -> tensor, metadata) of a .safetensors or pickle checkpoint."""
-    if path.suffix not in SINGLE_SUFFIXES:
-        raise NotAModelError(f"has suffix {path.suffix!r}; expected one of {SINGLE_SUFFIXES}.",
-                             path, "Rename the file if it is a model checkpoint.")
-    if path.suffix != ".safetensors":
-        from labkit.safety import safe_load
-
-        tensors, meta = _unwrap_pickle(safe_load(path), path)
-        yield list(tensors), tensors.pop, meta
-        return
-    from safetensors import safe_open
-
-    try:
-        f = safe_open(str(path), framework="pt")
-    except Exception as e:  # safetensors raises its own error types and OSError
-        raise CorruptFileError(f"is not a readable safetensors file ({e}).", path,
-                               "Download it again or check that it is a model file.") from e
-    with f:
-        yield list(f.keys()), f.get_tensor, dict(f.metadata() or {})
+def _component(model: ModelFile, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """One component's (key, tensor) pairs from an opened pipeline folder, one at a time;
+    a component folder opened on its own has plain keys."""
+    prefix = f"{name}/" if (model.path / "model_index.json").is_file() else ""
+    names = [n for n in model.table if n.startswith(prefix)]
+    return ((n[len(prefix):], t) for n, t in model.iter_tensors(names))
 
 
-def _component_weights(folder: Path) -> list[tuple[Path, list[str] | None]]:
-    """The weight files of a diffusers component folder, each with its keys (None: all)."""
-    for name in WEIGHT_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        if not name.endswith(".index.json"):
-            return [(path, None)]
-        weight_map = json.loads(path.read_text())["weight_map"]
-        shards: dict[str, list[str]] = {}
-        for key, shard in weight_map.items():
-            shards.setdefault(shard, []).append(key)
-        return [(folder / shard, keys) for shard, keys in shards.items()]
-    raise NotAModelError(f"has no weight file (looked for {', '.join(WEIGHT_FILES)}).", folder)
-
-
-def _iter_component(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """A component folder's tensors, one at a time."""
-    for path, keys in _component_weights(folder):
-        with _read_single(path) as (names, get, _):
-            for key in keys or names:
-                yield key, get(key)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise NotAModelError("is missing.", path, "A diffusers folder needs it.") from e
-    except (OSError, ValueError) as e:
-        raise CorruptFileError(f"is not valid JSON ({e}).", path) from e
-
-
-def _family(folder: Path, index: dict[str, Any]) -> str:
-    texts = tuple(n for n in ("text_encoder", "text_encoder_2") if (index.get(n) or [None])[0])
+def _family(model: ModelFile) -> str:
+    texts = tuple(n for n in ("text_encoder", "text_encoder_2") if n in model.components)
     family = FAMILY_BY_TEXT_ENCODERS.get(texts)
-    if family is None or "unet" not in index or "vae" not in index:
+    if family is None or not {"unet", "vae"} <= model.components.keys():
         raise IncompatibleModelError(
             "is not an SD1 or SDXL pipeline folder (needs unet, vae and text encoders).",
-            folder / "model_index.json", "Only SD1 and SDXL folders convert to one file.")
-    if family == "sd1" and _read_json(folder / "text_encoder" / "config.json").get(
+            model.path, "Only SD1 and SDXL folders convert to one file.")
+    if family == "sd1" and read_json(model.components["text_encoder"] / "config.json").get(
             "hidden_act") == "gelu":
         raise IncompatibleModelError("has an OpenCLIP text encoder (SD2); SD2's single-file "
-                                     "layout is not supported yet.", folder)
+                                     "layout is not supported yet.", model.path)
     return family
 
 
@@ -242,8 +187,6 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _write_single(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> Path:
     """Write tensors as .safetensors (metadata in the header) or a zip pickle {"state_dict"}."""
-    if dst.suffix not in SINGLE_SUFFIXES:
-        raise LabkitError(f"has suffix {dst.suffix!r}; choose one of {SINGLE_SUFFIXES}.", dst)
     with _atomic_file(dst) as tmp:
         if dst.suffix == ".safetensors":
             from safetensors.torch import save_file
@@ -257,15 +200,23 @@ def _write_single(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[st
 
 
 def _rewrite(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dtype | None,
-             ema: Literal["ema", "model"] | None, overwrite: bool) -> Path:
-    """Read a single file, keep tensors only, apply the EMA step and dtype, write dst."""
+             ema: Literal["ema", "model"] | None, overwrite: bool,
+             require: str | None = None, require_ema: bool = False) -> Path:
+    """Read a single file (of format `require` if given; with EMA weights if require_ema),
+    keep tensors only, apply the EMA step and dtype, write dst."""
     src, dst = _check_source(Path(src), want_dir=False), Path(dst)
     _check_destination([src], dst, overwrite, want_dir=False)
-    with _read_single(src) as (keys, get, metadata):
-        tensors = {k: get(k) for k in keys}
+    model = _open_single(src)
+    if require and model.format != require:
+        raise IncompatibleModelError(f"is a {model.format} file, not a {require} checkpoint.",
+                                     src, "Use to_fp16 or strip_ema for .safetensors files.")
+    if require_ema and not any(k.startswith(EMA_PREFIX) for k in model.table):
+        raise IncompatibleModelError("has no EMA weights (no model_ema. keys).", src,
+                                     "There is nothing to strip.")
+    tensors = dict(model.iter_tensors())
     if ema is not None:
         tensors = _apply_ema(tensors, ema, src)
-    return _write_single(_cast(tensors, dtype), dst, metadata)
+    return _write_single(_cast(tensors, dtype), dst, model.metadata)
 
 
 # ---------------------------------------------------------------- public functions
@@ -277,10 +228,8 @@ def ckpt_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
     become header metadata). Raises NotAModelError, UnsafeFileError, LabkitError (destination)."""
     if Path(dst).suffix != ".safetensors":
         raise LabkitError("must end in .safetensors.", dst)
-    if Path(src).suffix not in PICKLE_SUFFIXES:
-        raise IncompatibleModelError(f"is not a pickle checkpoint ({', '.join(PICKLE_SUFFIXES)}).",
-                                     src, "Use to_fp16 or strip_ema for .safetensors files.")
-    return _rewrite(src, dst, dtype=dtype, ema="ema" if strip_ema else None, overwrite=overwrite)
+    return _rewrite(src, dst, dtype=dtype, ema="ema" if strip_ema else None, overwrite=overwrite,
+                    require="pickle")
 
 
 def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -295,18 +244,13 @@ def strip_ema(src: str | os.PathLike, dst: str | os.PathLike, *,
     """Write a single file without its `model_ema.` copy. keep="ema" (default, as in released
     "ema-only" files): the EMA weights replace the model's; keep="model": the EMA copy is dropped.
     Raises IncompatibleModelError (no EMA), NotAModelError, CorruptFileError, LabkitError."""
-    with _read_single(_check_source(Path(src), want_dir=False)) as (keys, _, _):
-        if not any(k.startswith(EMA_PREFIX) for k in keys):
-            raise IncompatibleModelError("has no EMA weights (no model_ema. keys).", src,
-                                         "There is nothing to strip.")
-    return _rewrite(src, dst, dtype=dtype, ema=keep, overwrite=overwrite)
+    return _rewrite(src, dst, dtype=dtype, ema=keep, overwrite=overwrite, require_ema=True)
 
 
-def _ema_tensors(source: Path, layout: layouts.Layout) -> dict[str, torch.Tensor]:
-    unet = source / "unet" if (source / "unet").is_dir() else source
-    out = {ema_key(k): v for k, v in layouts.component_to_original("unet", _iter_component(unet),
-                                                                    layout)}
-    return out | {k: v.clone() for k, v in EMA_BUFFERS.items()}
+def _ema_tensors(model: ModelFile, layout: layouts.Layout) -> dict[str, torch.Tensor]:
+    """LDM's `model_ema.` copy of a UNet (from a pipeline or a unet folder) with LitEma's buffers."""
+    unet = layouts.component_to_original("unet", _component(model, "unet"), layout)
+    return {ema_key(k): v for k, v in unet} | {k: v.clone() for k, v in EMA_BUFFERS.items()}
 
 
 def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
@@ -323,17 +267,17 @@ def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
         raise IncompatibleModelError(
             "has no model_index.json: not a diffusers pipeline folder.", folder,
             "Give the pipeline folder (with unet/, vae/, text_encoder/), not one component.")
-    index = _read_json(folder / "model_index.json")
-    family = _family(folder, index)
-    layout = layouts.make_layout(family, _read_json(folder / "unet" / "config.json"),
-                                 _read_json(folder / "vae" / "config.json"))
+    model = open_model(folder)
+    layout = layouts.make_layout(_family(model), read_json(folder / "unet" / "config.json"),
+                                 read_json(folder / "vae" / "config.json"))
     tensors: dict[str, torch.Tensor] = {}
     for name in layout.components:
-        part = dict(layouts.component_to_original(name, _iter_component(folder / name), layout))
+        part = dict(layouts.component_to_original(name, _component(model, name), layout))
         tensors |= part | layouts.original_only(name, part, layout)
     if include_ema:
-        source = folder if include_ema is True else _check_source(Path(include_ema), want_dir=True)
-        tensors |= _ema_tensors(source, layout)
+        ema = model if include_ema is True else open_model(
+            _check_source(Path(include_ema), want_dir=True))
+        tensors |= _ema_tensors(ema, layout)
     return _write_single(_cast(tensors, dtype), dst, {})
 
 
@@ -347,15 +291,17 @@ def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike,
     src, dst = _check_source(Path(src), want_dir=False), Path(dst_folder)
     config = _check_source(Path(config_folder), want_dir=True)
     _check_destination([src, config], dst, overwrite, want_dir=True)
-    class_name = _read_json(config / "model_index.json").get("_class_name")
+    class_name = read_json(config / "model_index.json").get("_class_name")
     if class_name not in PIPELINES:
         raise IncompatibleModelError(f"names pipeline {class_name!r}; supported: {PIPELINES}.",
                                      config / "model_index.json")
     with _atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent,
                                                                  prefix=".labkit-") as work:
         weights = src
-        if src.suffix != ".safetensors":
-            weights = ckpt_to_safetensors(src, Path(work) / "model.safetensors")
+        # diffusers would torch.load anything not named .safetensors: give it safetensors only.
+        if _open_single(src).format != "safetensors" or src.suffix != ".safetensors":
+            weights = _rewrite(src, Path(work) / "model.safetensors", dtype=None, ema=None,
+                               overwrite=False)
         try:
             pipe = getattr(diffusers, class_name).from_single_file(
                 str(weights), config=str(config), local_files_only=True)

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from labkit import convert
-from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError
+from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError, NotAModelError
 from tests.tiny_models import save_tiny
 
 WEIGHTS = {"unet": "diffusion_pytorch_model.safetensors",
@@ -208,23 +208,36 @@ def test_wrong_kinds_are_refused(tiny, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors"]
 
 
-def test_corrupt_safetensors_gives_a_lab_error(tmp_path):
-    bad = tmp_path / "bad.safetensors"
-    bad.write_text("version https://git-lfs.github.com/spec/v1\n")
-    with pytest.raises(LabkitError, match="not a readable safetensors"):
-        convert.to_fp16(bad, tmp_path / "out.safetensors")
+def test_broken_sources_give_lab_errors_and_write_nothing(sd1_file, tmp_path):
+    lfs = tmp_path / "lfs.safetensors"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(NotAModelError, match="Git LFS"):
+        convert.to_fp16(lfs, tmp_path / "out.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(sd1_file.read_bytes()[:-100])
+    with pytest.raises(CorruptFileError):
+        convert.to_fp16(cut, tmp_path / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.safetensors", "lfs.safetensors"]
 
 
+# Imports once, then forks one converter per line of stdin (the test kills the child), so
+# each kill point costs a fork, not a fresh interpreter. The parent never runs torch ops.
 KILL_SCRIPT = """
-import sys
+import os, sys
 from labkit import convert
-print("ready", flush=True)
-convert.to_fp16(sys.argv[1], sys.argv[2], overwrite=True)
-print("done", flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        convert.to_fp16(sys.argv[1], line.strip(), overwrite=True)
+        os._exit(0)
+    print(pid, flush=True)
+    sys.stdin.readline()  # reap only when told: until then the pid cannot be reused
+    print(os.waitpid(pid, 0)[1], flush=True)
 """
 
 
 def test_killed_conversion_leaves_source_intact_and_destination_absent_or_complete(tmp_path):
+    import os
     import random
     import signal
     import subprocess
@@ -239,43 +252,46 @@ def test_killed_conversion_leaves_source_intact_and_destination_absent_or_comple
     expected = {k: v.half() for k, v in load_file(src).items()}
     old = {"old": torch.zeros(3)}
     repo = Path(__file__).resolve().parents[1]
+    zygote = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(src)], cwd=repo,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def start(dst: Path) -> tuple[subprocess.Popen, float]:
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(src), str(dst)],
-                                cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        line = proc.stdout.readline().strip()
-        assert line == "ready", proc.communicate()[1]
-        return proc, time.monotonic()
+    def send(line: str) -> str:
+        zygote.stdin.write(line + "\n")
+        zygote.stdin.flush()
+        return zygote.stdout.readline().strip()
 
-    # One full run gives the span in which to pick kill points.
-    proc, t0 = start(tmp_path / "full.safetensors")
-    out, err = proc.communicate()
-    assert out.strip() == "done" and proc.returncode == 0, err
-    span = time.monotonic() - t0
-
-    rng = random.Random(1234)
-    for run in range(4):
-        dst = tmp_path / f"out{run}.safetensors"
-        replacing = run % 2 == 1
-        if replacing:
-            save_file(old, str(dst))
-        proc, _ = start(dst)
-        time.sleep(rng.uniform(0, span))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        assert tree_hash(src) == source_hash
-        if dst.exists():
-            got = load_file(dst)
-            if replacing and got.keys() == old.keys():
-                continue
-            assert got.keys() == expected.keys()
-            assert all(torch.equal(got[k], v) for k, v in expected.items())
-        else:
-            assert not replacing, "an existing destination vanished"
-        strays = [p.name for p in tmp_path.iterdir()
-                  if p.name not in {src.name, "full.safetensors"} and not p.name.startswith("out")]
-        assert all(n.startswith(".") and n.endswith(convert.TMP_SUFFIX) for n in strays), strays
+    try:
+        # One full run gives the span in which to pick kill points.
+        send(str(tmp_path / "full.safetensors"))
+        t0 = time.monotonic()
+        assert send("reap") == "0"
+        span = time.monotonic() - t0
+        rng = random.Random(1234)
+        for run in range(6):
+            dst = tmp_path / f"out{run}.safetensors"
+            replacing = run % 2 == 1
+            if replacing:
+                save_file(old, str(dst))
+            pid = int(send(str(dst)))
+            time.sleep(rng.uniform(0, span))
+            os.kill(pid, signal.SIGKILL)  # our own child, still unreaped even if it finished
+            send("reap")
+            assert tree_hash(src) == source_hash
+            if dst.exists():
+                got = load_file(dst)
+                if replacing and got.keys() == old.keys():
+                    continue
+                assert got.keys() == expected.keys()
+                assert all(torch.equal(got[k], v) for k, v in expected.items())
+            else:
+                assert not replacing, "an existing destination vanished"
+            # Temporary files a kill leaves behind are hidden, never under a model's name.
+            visible = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")}
+            assert visible <= {src.name, "full.safetensors"} | {f"out{i}.safetensors"
+                                                                 for i in range(run + 1)}
+    finally:
+        zygote.stdin.close()
+        zygote.wait()
 
 
 def test_ckpt_to_safetensors_keeps_tensors_and_scalar_metadata(tmp_path):
@@ -294,7 +310,7 @@ def test_ckpt_to_safetensors_keeps_tensors_and_scalar_metadata(tmp_path):
     assert all(torch.equal(got[k], v) for k, v in weights.items())
     assert meta["global_step"] == "42" and meta["epoch"] == "1"
     assert tree_hash(src) == before and leftovers(tmp_path) == []
-    with pytest.raises(IncompatibleModelError, match="not a pickle"):
+    with pytest.raises(IncompatibleModelError, match="not a pickle checkpoint"):
         convert.ckpt_to_safetensors(dst, tmp_path / "again.safetensors")
 
 
