@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from labkit.blocks import (
+    EMA,
     block_labels,
     block_sort_key,
     component_of,
@@ -133,9 +134,15 @@ def _rms(frame: pd.DataFrame) -> float:
     return math.sqrt((frame["l2_norm"] ** 2).sum() / n) if n else math.nan
 
 
+def _in_blocks(stats: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a block label, EMA copies left out (they would count each block twice)."""
+    return stats[(stats["block"] != "") & (stats["component"] != EMA)]
+
+
 def by_block(stats: pd.DataFrame) -> pd.DataFrame:
-    """Tensors, parameters, bytes and the RMS of the values per SD block, in UNet order."""
-    labelled = stats[stats["block"] != ""]
+    """Tensors, parameters, bytes and the RMS of the values per SD block, in UNet order (EMA
+    copies left out)."""
+    labelled = _in_blocks(stats)
     rows = [{"block": block, "tensors": len(g), "params": int(g["numel"].sum()),
              "bytes": int(g["bytes"].sum()), "rms": _rms(g)}
             for block, g in labelled.groupby("block")]
@@ -144,8 +151,9 @@ def by_block(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def block_norms(stats: pd.DataFrame) -> pd.DataFrame:
-    """RMS of the values per block (rows, UNet order) and layer kind (columns): the heatmap's data."""
-    labelled = stats[stats["block"] != ""].assign(kind=lambda f: f["name"].map(layer_kind))
+    """RMS of the values per block (rows, UNet order) and layer kind (columns), EMA copies left
+    out: the heatmap's data."""
+    labelled = _in_blocks(stats).assign(kind=lambda f: f["name"].map(layer_kind))
     cells = {(block, kind): _rms(g) for (block, kind), g in labelled.groupby(["block", "kind"])}
     blocks = sorted({b for b, _ in cells}, key=block_sort_key)
     kinds = sorted({k for _, k in cells})

@@ -172,7 +172,10 @@ def test_summaries_add_up(forms):
     blocks = stats.by_block(table)
     assert list(blocks["block"][:2]) == ["BASE", "IN00"] and blocks["block"].iloc[-1].startswith("OUT")
     assert blocks.loc[blocks["block"] == "BASE", "params"].item() == comps.loc["text encoder", "params"]
+    unet_in01 = table[(table["component"] == "UNet") & (table["block"] == "IN01")]["numel"].sum()
+    assert blocks.loc[blocks["block"] == "IN01", "params"].item() == unet_in01
     norms = stats.block_norms(table)
+    assert "other" not in norms.columns
     assert list(norms.index) == list(blocks["block"])
     assert "cross-attention" in norms.columns and norms.loc["IN01", "cross-attention"] > 0
     assert stats.summary_row(table)["tensors"] == len(table)
