@@ -157,14 +157,14 @@ def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
     extra = ({"requires_safety_checker": False}
              if "requires_safety_checker" in inspect.signature(cls.__init__).parameters else {})
     if model.format == "diffusers":
-        return cls.from_pretrained(str(model.path), torch_dtype=dtype, local_files_only=True,
+        return cls.from_pretrained(str(model.path), dtype=dtype, local_files_only=True,
                                    **extra)
     folder = Path(config) if config is not None else _config_for(model, prediction)
     with tempfile.TemporaryDirectory(prefix="labkit-") as tmp:
         weights = model.path
         if model.format == "pickle" or model.path.suffix.lower() in PICKLE_SUFFIXES:
             weights = _state_dict_file(model.path, Path(tmp))
-        return cls.from_single_file(str(weights), config=str(folder), torch_dtype=dtype,
+        return cls.from_single_file(str(weights), config=str(folder), dtype=dtype,
                                     local_files_only=True, **extra)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 _PANELS = {
     "welcome_panel": "labkit.panels.welcome",
+    "generate_panel": "labkit.panels.generate",
 }
 
 

@@ -1,0 +1,132 @@
+"""The generate panel: pick a model, write a prompt, watch the image emerge from noise."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import ipywidgets as widgets
+from PIL import Image
+
+from labkit.errors import LabkitError
+from labkit.panels.common import run_into
+from labkit.plots import image_grid
+
+PATH_CHOICE = "(the path below)"
+SIZES = [("native", 0), ("64", 64), ("128", 128), ("256", 256), ("512", 512), ("768", 768),
+         ("1024", 1024)]
+N_PREVIEWS = 5  # previews in the strip for any number of steps
+MAX_SEED = 2**31 - 1
+
+
+def demo_checkpoints() -> list[str]:
+    """The demo world's full checkpoints (every form), or [] when it is not there."""
+    try:
+        from labkit import zoo
+
+        return [e["name"] for e in zoo.manifest() if e["kind"] == "checkpoint"]
+    except (ImportError, LabkitError):
+        return []
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """An image as PNG bytes for an ipywidgets.Image."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _model_path(choice: str, typed: str) -> Path:
+    if typed.strip():
+        return Path(typed.strip()).expanduser()
+    if choice == PATH_CHOICE:
+        raise LabkitError("no model chosen.", hint="Pick a demo model or type the path of a "
+                                                   "checkpoint file or diffusers folder.")
+    from labkit import zoo
+
+    return zoo.path(choice)
+
+
+def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VBox:
+    """Model picker, prompt, seed with a dice, steps, guidance, scheduler, size; Generate shows a
+    progress bar, the images and a strip of the denoising steps. `model` preselects a demo name
+    or fills the path box."""
+    from labkit.sampling import SCHEDULERS
+
+    demos = demo_checkpoints()
+    picker = widgets.Dropdown(options=[*demos, PATH_CHOICE], description="Model",
+                              value=model if model in demos else (demos or [PATH_CHOICE])[0])
+    path = widgets.Text(value="" if model in demos or model is None else str(model),
+                        description="Path", placeholder="a .safetensors / .ckpt or a folder",
+                        layout=widgets.Layout(width="60%"))
+    prompt = widgets.Text(value="a red circle", description="Prompt",
+                          layout=widgets.Layout(width="80%"))
+    negative = widgets.Text(description="Negative", placeholder="what to steer away from",
+                            layout=widgets.Layout(width="80%"))
+    seed = widgets.BoundedIntText(value=0, min=0, max=MAX_SEED, description="Seed")
+    dice = widgets.Button(description="🎲", tooltip="a random seed",
+                          layout=widgets.Layout(width="3em"))
+    steps = widgets.IntSlider(value=20, min=1, max=100, description="Steps")
+    guidance = widgets.FloatSlider(value=7.5, min=0.0, max=20.0, step=0.5, description="Guidance")
+    scheduler = widgets.Dropdown(options=list(SCHEDULERS), value="euler", description="Scheduler")
+    size = widgets.Dropdown(options=SIZES, value=0, description="Size")
+    count = widgets.IntSlider(value=1, min=1, max=4, description="Images")
+    button = widgets.Button(description="Generate", icon="paint-brush", button_style="primary")
+    bar = widgets.IntProgress(value=0, min=0, max=1, description="Denoising")
+    status = widgets.HTML()
+    error = widgets.HTML()
+    error.add_class("labkit-error-box")
+    images = widgets.Image(format="png")
+    strip = widgets.Image(format="png")
+    out = widgets.Output()
+
+    def on_dice(_: widgets.Button) -> None:
+        seed.value = random.randint(0, MAX_SEED)
+
+    def work() -> None:
+        from labkit import pipelines
+
+        status.value = "<i>Loading the model (once per model)...</i>"
+        pipe = pipelines.cached_pipeline(_model_path(picker.value, path.value), device=device,
+                                         progress=False)
+        previews: list[Image.Image] = []
+
+        def on_step(done: int, total: int) -> None:
+            bar.max, bar.value = total, done
+
+        def on_preview(_step: int, image: Image.Image) -> None:
+            previews.append(image)
+            strip.value = png_bytes(image_grid(previews, 1, len(previews)))
+
+        status.value = "<i>Denoising...</i>"
+        bar.value = 0
+        result = pipelines.generate(
+            pipe, prompt.value, negative.value, seed=seed.value, steps=steps.value,
+            guidance=guidance.value, size=size.value or None, scheduler=scheduler.value,
+            n_images=count.value, preview_every=max(1, steps.value // N_PREVIEWS),
+            on_preview=on_preview, on_step=on_step, progress=False)
+        images.value = png_bytes(image_grid(result, 1, len(result)))
+        w, h = result[0].size
+        status.value = (f"{len(result)} image(s), {w}x{h}, seed {seed.value}, {steps.value} "
+                        f"steps of {scheduler.value}")
+
+    def on_click(_: widgets.Button) -> None:
+        button.disabled = True
+        try:
+            run_into(out, error, work)
+            if error.value:
+                status.value = ""
+        finally:
+            button.disabled = False
+
+    dice.on_click(on_dice)
+    button.on_click(on_click)
+    return widgets.VBox([
+        widgets.HTML("<h3>Generate</h3>"),
+        widgets.HBox([picker, path]), prompt, negative,
+        widgets.HBox([seed, dice, scheduler]), widgets.HBox([steps, guidance]),
+        widgets.HBox([size, count]), widgets.HBox([button, bar]), status, error,
+        widgets.HTML("<b>Images</b>"), images,
+        widgets.HTML("<b>Denoising steps</b> (the latents decoded along the way)"), strip, out,
+    ])
