@@ -7,6 +7,7 @@ from typing import Any
 
 _PANELS = {
     "welcome_panel": "labkit.panels.welcome",
+    "inspector_panel": "labkit.panels.inspector",
     "generate_panel": "labkit.panels.generate",
 }
 
