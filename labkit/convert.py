@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
@@ -35,17 +35,6 @@ FAMILY_BY_TEXT_ENCODERS = {
 # Pipelines single_file_to_folder rebuilds, by model_index.json's _class_name.
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline",
              "StableDiffusionXLImg2ImgPipeline", "StableDiffusionInpaintPipeline")
-
-# LitEma's buffers beside the EMA weights in LDM training checkpoints.
-EMA_BUFFERS = {"model_ema.decay": torch.tensor(0.9999, dtype=torch.float32),
-               "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)}
-EMA_PREFIX = "model_ema."
-
-
-def ema_key(key: str) -> str:
-    """LDM's EMA name of a `model.` key: `model_ema.` + the rest with its dots removed."""
-    return EMA_PREFIX + key.removeprefix("model.").replace(".", "")
-
 
 # ---------------------------------------------------------------- paths and atomic writes
 
@@ -87,31 +76,42 @@ def _tmp_name(dst: Path) -> Path:
 
 
 @contextmanager
+def _write_errors(dst: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise LabkitError(f"could not be written ({e.strerror or e}).", dst,
+                          "Check free disk space and write permission there.") from e
+
+
+@contextmanager
 def _atomic_file(dst: Path) -> Iterator[Path]:
     """A temporary path beside dst, renamed onto dst when the block ends without error."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(dst)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
+        with _write_errors(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dst)
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager
 def _atomic_folder(dst: Path) -> Iterator[Path]:
     """A temporary folder beside dst, renamed onto dst (replacing it) when the block ends."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst)
-    tmp.mkdir()
-    old = _tmp_name(dst)
+    tmp, old = _tmp_name(dst), _tmp_name(dst)
     try:
-        yield tmp
-        if dst.exists():
-            os.rename(dst, old)
-        os.rename(tmp, dst)
+        with _write_errors(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+            yield tmp
+            if dst.exists():
+                os.rename(dst, old)
+            os.rename(tmp, dst)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -162,16 +162,16 @@ def _apply_ema(tensors: dict[str, torch.Tensor], keep: Literal["ema", "model"],
                path: Path) -> dict[str, torch.Tensor]:
     """Drop the EMA copy; with keep="ema" its weights first replace the model's."""
     if keep == "ema":
-        twins = {ema_key(k): k for k in tensors if k.startswith("model.")}
-        orphans = [k for k in tensors if k.startswith(EMA_PREFIX)
-                   and k not in twins and k not in EMA_BUFFERS]
+        twins = {layouts.ema_key(k): k for k in tensors if k.startswith("model.")}
+        orphans = [k for k in tensors if k.startswith(layouts.EMA_PREFIX)
+                   and k not in twins and k not in layouts.EMA_BUFFERS]
         if orphans:
             raise IncompatibleModelError(
                 f"has {len(orphans)} EMA tensors with no model twin (e.g. {orphans[0]}).", path,
                 'Use keep="model" to drop the EMA copy instead.')
-        tensors = {k: tensors.get(ema_key(k), v) if k.startswith("model.") else v
+        tensors = {k: tensors.get(layouts.ema_key(k), v) if k.startswith("model.") else v
                    for k, v in tensors.items()}
-    return {k: v for k, v in tensors.items() if not k.startswith(EMA_PREFIX)}
+    return {k: v for k, v in tensors.items() if not k.startswith(layouts.EMA_PREFIX)}
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -210,7 +210,7 @@ def _rewrite(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dty
     if require and model.format != require:
         raise IncompatibleModelError(f"is a {model.format} file, not a {require} checkpoint.",
                                      src, "Use to_fp16 or strip_ema for .safetensors files.")
-    if require_ema and not any(k.startswith(EMA_PREFIX) for k in model.table):
+    if require_ema and not any(k.startswith(layouts.EMA_PREFIX) for k in model.table):
         raise IncompatibleModelError("has no EMA weights (no model_ema. keys).", src,
                                      "There is nothing to strip.")
     tensors = dict(model.iter_tensors())
@@ -250,7 +250,7 @@ def strip_ema(src: str | os.PathLike, dst: str | os.PathLike, *,
 def _ema_tensors(model: ModelFile, layout: layouts.Layout) -> dict[str, torch.Tensor]:
     """LDM's `model_ema.` copy of a UNet (from a pipeline or a unet folder) with LitEma's buffers."""
     unet = layouts.component_to_original("unet", _component(model, "unet"), layout)
-    return {ema_key(k): v for k, v in unet} | {k: v.clone() for k, v in EMA_BUFFERS.items()}
+    return {layouts.ema_key(k): v for k, v in unet} | {k: v.clone() for k, v in layouts.EMA_BUFFERS.items()}
 
 
 def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,

@@ -131,6 +131,19 @@ ORIGINAL_ONLY = {
 # OpenCLIP's learned logit scale as released in SDXL's bigG (exp(4.6052) = 100).
 LOGIT_SCALE = math.log(100.0)
 
+# LDM training checkpoints carry an EMA copy of the UNet under model_ema., named by LitEma:
+# the `model.` key without its first level and with its dots removed, plus two buffers.
+EMA_PREFIX = "model_ema."
+EMA_BUFFERS = {"model_ema.decay": torch.tensor(0.9999, dtype=torch.float32),
+               "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)}
+
+
+def ema_key(key: str) -> str:
+    """LDM's EMA name of a `model.` key (model.diffusion_model.out.0.weight ->
+    model_ema.diffusion_modelout0weight)."""
+    return EMA_PREFIX + key.removeprefix("model.").replace(".", "")
+
+
 TEXT_PAIRS = {"clip": CLIP_PAIRS, "open_clip": OPEN_CLIP_PAIRS}
 
 # Family -> the single-file prefix of each text encoder: (component, kind, prefix).

@@ -337,3 +337,10 @@ def test_unsafe_pickle_is_refused_and_nothing_written(tiny, tmp_path):
     with pytest.raises(UnsafeFileError):
         convert.single_file_to_folder(evil, tmp_path / "out", config_folder=tiny["sd1"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.ckpt"]
+
+
+def test_unwritable_destination_gives_a_lab_error(sd1_file, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(LabkitError, match="could not be written"):
+        convert.to_fp16(sd1_file, tmp_path / "file" / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
