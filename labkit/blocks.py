@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from labkit.layouts import ema_key
+
 # SD UNets (SD1, SD2, SDXL and the lab's demo models) have 2 layers per block, so each
 # diffusers level spans 3 original input blocks (2 layers + downsampler) and 3 output blocks.
 LAYERS_PER_BLOCK = 2
@@ -162,8 +164,6 @@ def last_out_block(keys: Iterable[str]) -> int:
 def ema_twins(keys: Iterable[str]) -> dict[str, str]:
     """EMA key -> the model key it shadows, for the `model.` keys among `keys` (LDM's EMA names
     drop the dots, so the twin is found by name, not parsed back)."""
-    from labkit.convert import ema_key
-
     return {ema_key(k): k for k in keys if k.startswith("model.")}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from labkit import layouts
+from labkit.blocks import ema_twins
 
 if TYPE_CHECKING:
     from labkit.model_file import ModelFile
@@ -91,8 +92,9 @@ def _folder_name(name: str, layout: layouts.Layout) -> str:
     return f"{component}/{back[1][0]}"
 
 
-def canonical_names(model: ModelFile) -> dict[str, str]:
-    """Canonical name -> the model's own key (a fused q/k/v key serves three names)."""
+def canonical_names(model: ModelFile, ema: bool = False) -> dict[str, str]:
+    """Canonical name -> the model's own key (a fused q/k/v key serves three names). With `ema`,
+    a UNet weight that has an EMA copy (`model_ema.`) is read from that copy instead."""
     if model.format == "diffusers":
         comps = tuple(c for c in ("text_encoder", "text_encoder_2")
                       if any(n.startswith(c + "/") for n in model.table))
@@ -104,13 +106,17 @@ def canonical_names(model: ModelFile) -> dict[str, str]:
         found = layouts.to_diffusers(key, layout) if layout is not None else None
         names = [f"{found[0]}/{d}" for d in found[1]] if found else [key]
         out.update(dict.fromkeys(names, key))
+    if ema:
+        copies = {twin: e for e, twin in ema_twins(model.table).items() if e in model.table}
+        out = {n: copies.get(k, k) for n, k in out.items() if k not in copies.values()}
     return out
 
 
 def canonical_tensor(layout: layouts.Layout | None, key: str, tensor: torch.Tensor,
                      name: str) -> torch.Tensor:
     """A tensor in the diffusers shape of its canonical `name` (1x1 convs as linear, fused q/k/v
-    split), given its model's layout_of; unmapped tensors as they are."""
+    split), given its model's layout_of and its key in the original layout (for an EMA copy,
+    the key of the weight it shadows); unmapped tensors as they are."""
     if layout is None or "/" not in name:
         return tensor
     component, _, dkey = name.partition("/")

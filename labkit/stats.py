@@ -195,15 +195,18 @@ class _Reader:
 
 
 def compare(a: ModelFile | str | os.PathLike, b: ModelFile | str | os.PathLike,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, ema: bool = False) -> pd.DataFrame:
     """One row per tensor of a and b, matched by canonical name across forms and layouts
     (.ckpt, single-file .safetensors, diffusers folder): status (see STATUSES), both names,
     shapes and dtypes, and for matching shapes the figures of `difference`. Streams a's tensors
-    in file order, reading b's twin of each. Raises what open_model raises, and
-    CorruptFileError when a tensor cannot be read."""
+    in file order, reading b's twin of each. EMA copies (`model_ema.`) are rows of their own
+    (only in a side that has them) unless `ema`: then each side's EMA copy stands in for its
+    UNet weights, as diffusers folders and most single files ship the EMA weights.
+    Raises what open_model raises, and CorruptFileError when a tensor cannot be read."""
     a, b = as_model(a), as_model(b)
-    names_a, names_b = canonical_names(a), canonical_names(b)
+    names_a, names_b = canonical_names(a, ema), canonical_names(b, ema)
     layout_a, layout_b = layout_of(a), layout_of(b)
+    twin_a, twin_b = ema_twins(a.table), ema_twins(b.table)
     read_b = _Reader(b)
     rows = []
     by_key: dict[str, list[str]] = {}
@@ -214,10 +217,10 @@ def compare(a: ModelFile | str | os.PathLike, b: ModelFile | str | os.PathLike,
             if name not in names_b:
                 rows.append(_one_side(name, key, a.table[key], "a"))
                 continue
-            ta = canonical_tensor(layout_a, key, tensor, name)
+            ta = canonical_tensor(layout_a, twin_a.get(key, key), tensor, name)
             key_b = names_b[name]
             with reading(b.path, f"tensor {key_b!r}"):
-                tb = canonical_tensor(layout_b, key_b, read_b(key_b), name)
+                tb = canonical_tensor(layout_b, twin_b.get(key_b, key_b), read_b(key_b), name)
             row = {"name": name, "name_a": key, "name_b": key_b, "shape_a": tuple(ta.shape),
                    "shape_b": tuple(tb.shape), "dtype_a": dtype_name(ta.dtype),
                    "dtype_b": dtype_name(tb.dtype)}

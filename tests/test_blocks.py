@@ -15,7 +15,7 @@ from labkit.blocks import (
     layer_kind,
     lora_part,
 )
-from labkit.convert import ema_key
+from labkit.layouts import ema_key
 
 LAYOUTS = Path(__file__).parent / "data" / "layouts"
 # LoRA Block Weight's block lists: 17 for an SD1 LoRA, 12 for SDXL

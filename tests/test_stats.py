@@ -1,4 +1,5 @@
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,18 @@ LORA = "lora_unet_down_blocks_0_attentions_0_proj_in"
 
 @pytest.fixture(scope="module")
 def forms(tmp_path_factory) -> dict[str, Path]:
-    """One tiny SD1 model as a diffusers folder, an fp16 single file and a .ckpt with EMA."""
+    """One tiny SD1 model in the demo world's forms: a diffusers folder and an fp16 single file
+    of its EMA weights, and a .ckpt of the raw weights with the EMA copy under model_ema."""
     root = tmp_path_factory.mktemp("forms")
     folder = save_tiny(root / "folder", "sd1")
+    raw = save_tiny(root / "raw", "sd1", seed=1)
+    for part in ("vae", "text_encoder"):  # training changes only the UNet
+        shutil.rmtree(raw / part)
+        shutil.copytree(folder / part, raw / part)
     return {"folder": folder,
             "fp16": convert.folder_to_single_file(folder, root / "m.fp16.safetensors",
                                                   dtype=torch.float16),
-            "ckpt": convert.folder_to_single_file(folder, root / "m.ckpt", include_ema=True)}
+            "ckpt": convert.folder_to_single_file(raw, root / "m.ckpt", include_ema=folder)}
 
 
 def write(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
@@ -62,11 +68,11 @@ def test_every_form_gives_the_same_numbers(forms):
     tables = {k: stats.tensor_stats(open_model(p), progress=False).set_index("name")
               for k, p in forms.items()}
     assert len(tables["folder"]) < len(tables["ckpt"])
-    proj = "unet/down_blocks.0.attentions.0.proj_in.weight"
-    folder, ckpt = tables["folder"].loc[proj], tables["ckpt"].loc[PROJ]
+    conv = "first_stage_model.encoder.conv_in.weight"
+    folder, ckpt = tables["folder"].loc["vae/encoder.conv_in.weight"], tables["ckpt"].loc[conv]
     for col in ("mean", "std", "l2_norm", "min", "max", "numel"):
         assert folder[col] == pytest.approx(ckpt[col], rel=1e-6)
-    assert tables["fp16"].loc[PROJ, "l2_norm"] == pytest.approx(ckpt["l2_norm"], rel=1e-3)
+    assert tables["fp16"].loc[conv, "l2_norm"] == pytest.approx(ckpt["l2_norm"], rel=1e-3)
     assert set(tables["fp16"]["dtype"]) <= {"F16", "I64"}
 
 
@@ -116,16 +122,28 @@ def test_a_stream_that_ends_early_raises(monkeypatch, forms):
         stats.tensor_stats(model, progress=False)
 
 
-def test_the_three_forms_compare_equal(forms):
-    for a, b in [("ckpt", "folder"), ("folder", "fp16"), ("ckpt", "fp16")]:
-        table = stats.compare(forms[a], forms[b], progress=False)
-        matched = table[table["status"].str.startswith("only") == False]  # noqa: E712
-        assert len(matched) > 400
-        allowed = {"equal"} if "fp16" not in (a, b) else {"equal", "close"}
-        assert set(matched["status"]) <= allowed, (a, b)
-        alone = table[table["status"].str.startswith("only")]
-        assert all(n.startswith("model_ema.") or n.endswith("position_ids")
-                   for n in alone["name"]), (a, b)
+def matched(table):
+    return table[~table["status"].str.startswith("only")]
+
+
+@pytest.mark.parametrize(("a", "b"), [("ckpt", "folder"), ("folder", "fp16"), ("ckpt", "fp16")])
+def test_the_three_forms_compare_equal_with_the_ema_weights(forms, a, b):
+    table = stats.compare(forms[a], forms[b], progress=False, ema=True)
+    assert len(matched(table)) > 400
+    allowed = {"equal"} if "fp16" not in (a, b) else {"equal", "close"}
+    assert set(matched(table)["status"]) <= allowed
+    alone = table[table["status"].str.startswith("only")]
+    assert all(n.endswith("position_ids") or n.startswith("model_ema.") and "_model" not in n
+               for n in alone["name"])
+
+
+def test_a_ckpts_raw_unet_differs_from_its_ema_and_the_ema_is_its_own_rows(forms):
+    table = stats.compare(forms["ckpt"], forms["folder"], progress=False)
+    unet = table[table["component"] == "UNet"]
+    assert (matched(unet)["status"] == "different").mean() > 0.5  # norms start at 1 in both
+    assert set(matched(table[table["component"] != "UNet"])["status"]) == {"equal"}
+    ema = table[table["component"] == "EMA"]
+    assert len(ema) == len(unet) + 2 and set(ema["status"]) == {"only in a"}
     fp16 = stats.compare(forms["folder"], forms["fp16"], progress=False)
     assert stats.status_counts(fp16)["close"] > 100
     assert (fp16["cosine"].dropna() > 0.9999).all()
