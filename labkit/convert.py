@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -20,6 +21,7 @@ from labkit import layouts
 from labkit.diffusers_folder import read_json
 from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError
 from labkit.files import ModelFile, open_model
+from labkit.tensors import DTYPES
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
@@ -134,6 +136,13 @@ def _component(model: ModelFile, name: str) -> Iterator[tuple[str, torch.Tensor]
     prefix = f"{name}/" if (model.path / "model_index.json").is_file() else ""
     names = [n for n in model.table if n.startswith(prefix)]
     return ((n[len(prefix):], t) for n, t in model.iter_tensors(names))
+
+
+def _float_dtype(model: ModelFile) -> torch.dtype:
+    """The most common floating dtype of a file's tensors (diffusers would load as float32)."""
+    counts = Counter(DTYPES[i.dtype][0] for i in model.table.values())
+    floats = [(n, dt) for dt, n in counts.items() if dt is not None and dt.is_floating_point]
+    return max(floats, key=lambda x: x[0])[1] if floats else torch.float32
 
 
 def _family(model: ModelFile) -> str:
@@ -297,14 +306,15 @@ def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike,
                                      config / "model_index.json")
     with _atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent,
                                                                  prefix=".labkit-") as work:
-        weights = src
+        weights, model = src, _open_single(src)
         # diffusers would torch.load anything not named .safetensors: give it safetensors only.
-        if _open_single(src).format != "safetensors" or src.suffix != ".safetensors":
+        if model.format != "safetensors" or src.suffix != ".safetensors":
             weights = _rewrite(src, Path(work) / "model.safetensors", dtype=None, ema=None,
                                overwrite=False)
         try:
             pipe = getattr(diffusers, class_name).from_single_file(
-                str(weights), config=str(config), local_files_only=True)
+                str(weights), config=str(config), local_files_only=True,
+                torch_dtype=_float_dtype(model))
         except Exception as e:  # diffusers raises many types for a file that does not fit
             raise IncompatibleModelError(
                 f"could not be loaded as a {class_name} with the configs in {config} ({e}).", src,

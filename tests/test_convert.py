@@ -71,6 +71,16 @@ def test_folder_single_file_folder_round_trip_is_exact(tiny, tmp_path, family):
     assert leftovers(tmp_path) == []
 
 
+def test_fp16_single_file_gives_an_fp16_folder(tiny, tmp_path):
+    half = convert.folder_to_single_file(tiny["sd1"], tmp_path / "h.safetensors",
+                                         dtype=torch.float16)
+    back = convert.single_file_to_folder(half, tmp_path / "back", config_folder=tiny["sd1"])
+    for comp in ("unet", "vae", "text_encoder"):
+        a, b = load_file(tiny["sd1"] / comp / WEIGHTS[comp]), load_file(back / comp / WEIGHTS[comp])
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k].half(), b[k]) for k in a), comp
+
+
 def test_sd1_single_file_uses_the_original_layout(sd1_file):
     with safe_open(str(sd1_file), "pt") as f:
         keys = set(f.keys())
