@@ -295,3 +295,19 @@ def position_ids_check(model: ModelFile | str | os.PathLike) -> pd.DataFrame:
                      "ok": bool(offset.max() == 0) if offset.numel() else True})
     return pd.DataFrame(rows, columns=["name", "dtype", "integer_dtype", "max_offset",
                                        "non_integer", "wrong_positions", "ok"])
+
+
+def select_rows(table: pd.DataFrame, pattern: str = "", sort_by: str | None = None,
+                ascending: bool = True) -> pd.DataFrame:
+    """The rows whose name matches `pattern` (a case-insensitive regex, or a plain substring
+    when it is not a valid one), sorted by a column."""
+    if pattern:
+        try:
+            rx = re.compile(pattern, re.IGNORECASE)
+        except re.error:
+            rx = re.compile(re.escape(pattern), re.IGNORECASE)
+        table = table[table["name"].map(lambda n: rx.search(n) is not None)]
+    if sort_by:
+        table = table.sort_values(sort_by, ascending=ascending, kind="stable",
+                                  key=lambda s: s.map(str) if s.dtype == object else s)
+    return table

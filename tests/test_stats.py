@@ -221,3 +221,13 @@ def test_broken_position_ids_are_caught(tmp_path):
     assert row["wrong_positions"] == [76] and row["max_offset"] == pytest.approx(0.0025, rel=1e-3)
     good = write(tmp_path / "good.safetensors", {ids: torch.arange(77)[None]})
     assert stats.position_ids_check(good)["ok"].tolist() == [True]
+
+
+def test_select_rows_filters_by_regex_or_substring_and_sorts():
+    import pandas as pd
+
+    table = pd.DataFrame({"name": ["unet/a(1)", "vae/b", "unet/c"], "mean": [2.0, 1.0, 3.0]})
+    assert list(stats.select_rows(table, "^UNET/", "mean", False)["name"]) == ["unet/c",
+                                                                            "unet/a(1)"]
+    assert list(stats.select_rows(table, "a(1", "name")["name"]) == ["unet/a(1)"]
+    assert list(stats.select_rows(table, sort_by="mean")["mean"]) == [1.0, 2.0, 3.0]

@@ -7,6 +7,7 @@ from typing import Any
 
 _PANELS = {
     "welcome_panel": "labkit.panels.welcome",
+    "stats_panel": "labkit.panels.stats",
     "inspector_panel": "labkit.panels.inspector",
     "generate_panel": "labkit.panels.generate",
 }
