@@ -1,0 +1,146 @@
+"""The weight change one LoRA-like module makes, and the spectrum of that change.
+
+LoRA / LoCon: delta = (alpha / rank) * up @ down (conv kernels flattened; an optional `mid`
+core for kohya's conv decomposition). LoHa: (alpha / rank) * (w1a @ w1b) * (w2a @ w2b),
+elementwise. LoKr: kron(w1, w2), each factor whole or a low-rank product, scaled by alpha / rank
+when one is low-rank (LyCORIS' rule). Full: the stored diff. DoRA: its LoRA part (the magnitude
+vector rescales columns of the patched weight, which the file alone does not hold).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+
+Tensors = Mapping[str, torch.Tensor]
+
+# A singular value counts towards the rank when it is above this share of the largest one.
+REL_THRESHOLD = 1e-2
+
+
+class Scale(NamedTuple):
+    """Rank, alpha and scale = alpha / rank of a module (rank None: full rank, scale 1)."""
+
+    rank: int | None
+    alpha: float | None
+    scale: float
+
+
+def _alpha(t: Tensors, rank: int) -> float:
+    return float(t["alpha"].float()) if "alpha" in t else float(rank)
+
+
+def _low_rank(t: Tensors, a: str, b: str) -> int | None:
+    """The rank of the low-rank pair (a, b) when the module holds it."""
+    return int(t[b].shape[0]) if a in t and b in t else None
+
+
+def scale_of(kind: str, t: Tensors) -> Scale:
+    """Rank, alpha and scale of one module's tensors (roles as keys: down, up, alpha, ...)."""
+    if kind in ("lora", "locon", "dora"):
+        rank = int(t["down"].shape[0])
+    elif kind == "loha":
+        rank = int(t["hada_w1_b"].shape[0])
+    elif kind == "lokr":
+        rank = _low_rank(t, "lokr_w1_a", "lokr_w1_b") or _low_rank(t, "lokr_w2_a", "lokr_w2_b")
+        if rank is None:
+            return Scale(None, None, 1.0)
+    else:
+        return Scale(None, None, 1.0)
+    alpha = _alpha(t, rank)
+    return Scale(rank, alpha, alpha / rank)
+
+
+def _tucker(core: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """LyCORIS' Tucker rebuild: core [r, r, k, k] with a [r, out] and b [r, in] -> [out, in, k, k]."""
+    return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
+
+
+def _product(t: Tensors, whole: str | None, a: str, b: str, core: str | None = None) -> torch.Tensor:
+    """A factor: stored whole, rebuilt from a Tucker core, or the product a @ b."""
+    if whole is not None and whole in t:
+        return t[whole]
+    if core is not None and core in t:
+        return _tucker(t[core], t[a], t[b])
+    return t[a] @ t[b]
+
+
+def _lora(t: Tensors) -> torch.Tensor:
+    up, down = t["up"].flatten(1), t["down"].flatten(1)
+    if "mid" in t:
+        return torch.einsum("o r, r s k l, s i -> o i k l", up, t["mid"], down)
+    return (up @ down).reshape(up.shape[0], *t["down"].shape[1:])
+
+
+def _loha(t: Tensors) -> torch.Tensor:
+    w1 = _product(t, None, "hada_w1_a", "hada_w1_b", "hada_t1")
+    w2 = _product(t, None, "hada_w2_a", "hada_w2_b", "hada_t2")
+    return w1 * w2
+
+
+def _lokr_factors(t: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    w1 = _product(t, "lokr_w1", "lokr_w1_a", "lokr_w1_b")
+    w2 = _product(t, "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+    if w2.ndim == 4 and w1.ndim == 2:
+        w1 = w1[:, :, None, None]
+    return w1, w2
+
+
+def _lokr(t: Tensors) -> torch.Tensor:
+    return torch.kron(*_lokr_factors(t))
+
+
+DELTAS = {"lora": _lora, "locon": _lora, "dora": _lora, "loha": _loha, "lokr": _lokr,
+          "full": lambda t: t["diff"]}
+
+
+def as_float(t: Tensors) -> dict[str, torch.Tensor]:
+    """The tensors in float32 (half-precision matmuls are slow on CPU and lose digits)."""
+    return {k: v.float() for k, v in t.items()}
+
+
+def delta(kind: str, t: Tensors) -> torch.Tensor:
+    """The scaled weight change of one module at strength 1 (LoHa/LoKr conv kernels may come
+    flattened to [out, in*k*k]: reshape to the patched weight's shape)."""
+    t = as_float(t)
+    return scale_of(kind, t).scale * DELTAS[kind](t)
+
+
+def _low_rank_values(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """Singular values of up @ down from two small QR factors (never the full product)."""
+    ru = torch.linalg.qr(up, mode="r").R
+    rd = torch.linalg.qr(down.T, mode="r").R
+    return torch.linalg.svdvals(ru @ rd.T)
+
+
+def singular_values(kind: str, t: Tensors) -> torch.Tensor:
+    """Singular values (descending) of the scaled delta, conv kernels flattened to 2-D."""
+    t = as_float(t)
+    scale = scale_of(kind, t).scale
+    if kind in ("lora", "locon", "dora") and "mid" not in t:
+        s = _low_rank_values(t["up"].flatten(1), t["down"].flatten(1))
+    elif kind == "lokr":
+        a, b = (w.flatten(1) for w in _lokr_factors(t))
+        s = torch.outer(torch.linalg.svdvals(a), torch.linalg.svdvals(b)).flatten()
+        n = min(a.shape[0] * b.shape[0], a.shape[1] * b.shape[1])
+        s = torch.cat([s, s.new_zeros(n - len(s))])  # kron's rank is the product of ranks
+    else:
+        s = torch.linalg.svdvals(DELTAS[kind](t).flatten(1))
+    return (scale * s).sort(descending=True).values
+
+
+def threshold_rank(s: torch.Tensor, rel: float = REL_THRESHOLD) -> int:
+    """How many singular values are above `rel` times the largest."""
+    return int((s > rel * s.max()).sum()) if len(s) and float(s.max()) > 0 else 0
+
+
+def entropy_rank(s: torch.Tensor) -> float:
+    """Roy and Vetterli's effective rank: exp of the entropy of the normalised singular values."""
+    total = float(s.sum())
+    if total <= 0:
+        return 0.0
+    p = s[s > 0] / total
+    return math.exp(float(-(p * p.log()).sum()))

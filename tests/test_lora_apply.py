@@ -1,0 +1,167 @@
+"""labkit.lora.apply / remove / sweep on a tiny SD1 pipeline: exact restore, batched == loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from labkit import lora
+from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError, NotAModelError
+from labkit.lora_sweep import noise
+from tests.lora_samples import single_thread, truncate, write_adapter, write_sdxl_lora, write_ti
+from tests.tiny_models import save_tiny
+
+STEPS = 2
+TO_Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+
+
+one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    from diffusers import StableDiffusionPipeline
+
+    folder = save_tiny(tmp_path_factory.mktemp("tiny") / "sd1", "sd1")
+    p = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def files(pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    return {kind: write_adapter(folder / f"{kind}.safetensors", pipe, kind)
+            for kind in ("lora", "peft", "loha", "lokr", "full")}
+
+
+def image(pipe, prompt="a red circle", seed=1) -> np.ndarray:
+    out = pipe(prompt, latents=noise(pipe, seed, 32), num_inference_steps=STEPS, height=32, width=32)
+    return np.asarray(out.images[0]).astype(int)
+
+
+@pytest.fixture(scope="module")
+def base(pipe):
+    return image(pipe)
+
+
+@pytest.mark.parametrize("kind", ["lora", "peft", "loha", "lokr", "full"])
+def test_apply_changes_the_image_and_remove_restores_it_exactly(pipe, files, base, kind):
+    handle = lora.apply(pipe, files[kind], 1.0)
+    assert lora.applied(pipe) == [handle]
+    assert np.abs(image(pipe) - base).max() > 0
+    lora.remove(pipe, handle)
+    assert lora.applied(pipe) == []
+    assert np.array_equal(image(pipe), base)  # bit-identical
+    assert type(pipe.unet.get_submodule(TO_Q)) is torch.nn.Linear  # peft wrappers gone
+
+
+def test_the_patched_layer_computes_w_plus_strength_scale_up_down(pipe, files):
+    t = load_file(str(files["lora"]))
+    prefix = "lora_unet_" + TO_Q.replace(".", "_")
+    up, down, alpha = t[f"{prefix}.lora_up.weight"], t[f"{prefix}.lora_down.weight"], t[f"{prefix}.alpha"]
+    layer = pipe.unet.get_submodule(TO_Q)
+    w = layer.weight.detach().clone()
+    x = torch.randn(3, 5, w.shape[1])
+    handle = lora.apply(pipe, files["lora"], 0.7)
+    try:
+        by_hand = x @ (w + 0.7 * (alpha / down.shape[0]) * up @ down).T
+        with torch.no_grad():
+            assert torch.allclose(pipe.unet.get_submodule(TO_Q)(x), by_hand, atol=1e-5)
+    finally:
+        lora.remove(pipe, handle)
+
+
+def test_loha_branch_equals_the_merged_weight(pipe, files):
+    layer = pipe.unet.get_submodule(TO_Q)
+    x = torch.randn(2, 4, layer.weight.shape[1])
+    with torch.no_grad():
+        plain = layer(x)
+    frame = lora.read(files["loha"], pipe).set_index("module")
+    handle = lora.apply(pipe, files["loha"], 0.5)
+    try:
+        t = {k.split(".")[-1]: v for k, v in load_file(str(files["loha"])).items()
+             if k.startswith(frame.loc[TO_Q, "prefix"] + ".")}
+        delta = frame.loc[TO_Q, "scale"] * (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
+        with torch.no_grad():
+            assert torch.allclose(layer(x), plain + 0.5 * x @ delta.T, atol=1e-5)
+    finally:
+        lora.remove(pipe, handle)
+
+
+def test_block_weights(pipe, files, base):
+    names = lora.block_names(pipe)
+    assert names == ["BASE", "IN01", "IN02", "MID", "OUT03", "OUT04", "OUT05"]
+    for kind in ("lora", "loha"):
+        handle = lora.apply(pipe, files[kind], 1.0, block_weights=[0.0] * len(names))
+        try:
+            assert np.abs(image(pipe) - base).max() <= 1  # every attention block off
+        finally:
+            lora.remove(pipe, handle)
+    only_in = lora.apply(pipe, files["lora"], 1.0, block_weights={"IN01": 2.0, "BASE": 0.0})
+    try:
+        layer = pipe.unet.get_submodule(TO_Q)
+        assert layer.scaling[only_in.name] == pytest.approx(2.0 * 0.5)
+    finally:
+        lora.remove(pipe, only_in)
+    with pytest.raises(LabkitError, match="takes 7: BASE, IN01"):
+        lora.apply(pipe, files["lora"], 1.0, block_weights=[1.0] * 17)
+    assert lora.applied(pipe) == []
+
+
+def test_two_adapters_then_remove_one_keeps_the_other(pipe, files, base):
+    a = lora.apply(pipe, files["lora"], 1.0)
+    only_a = image(pipe)
+    b = lora.apply(pipe, files["loha"], 1.0)
+    assert np.abs(image(pipe) - only_a).max() > 0
+    lora.remove(pipe, b)
+    assert np.abs(image(pipe) - only_a).max() <= 1
+    lora.remove(pipe, a)
+    assert np.array_equal(image(pipe), base)
+
+
+@pytest.mark.parametrize("kind", ["peft", "lokr"])
+def test_batched_sweep_equals_the_set_adapters_loop(pipe, files, kind):
+    strengths = [0.0, 0.5, 1.0, 1.5]
+    batched = lora.sweep(pipe, files[kind], strengths, "a red circle", seed=3, steps=STEPS)
+    looped = lora.sweep(pipe, files[kind], strengths, "a red circle", seed=3, steps=STEPS,
+                        batched=False)
+    diffs = [np.abs(np.asarray(a).astype(int) - np.asarray(b)).max() for a, b in zip(batched, looped, strict=True)]
+    assert max(diffs) <= 2
+    assert np.abs(np.asarray(batched[0]).astype(int) - np.asarray(batched[-1])).max() > 0
+    assert lora.applied(pipe) == []
+
+
+def test_sweep_at_zero_is_the_base_image(pipe, files, base):
+    zero = lora.sweep(pipe, files["lora"], [0.0, 1.0], "a red circle", seed=1, steps=STEPS)[0]
+    assert np.abs(np.asarray(zero).astype(int) - base).max() <= 2
+
+
+def test_xyz_grid_has_a_cell_per_row_and_column(pipe, files):
+    grid = lora.xyz_grid(pipe, [files["lora"], files["loha"]], [0.0, 1.0], ["a", "b"], seeds=[1],
+                         steps=STEPS)
+    cell = 128
+    assert grid.height >= 2 * cell and grid.width >= 4 * cell
+    assert lora.applied(pipe) == []
+
+
+def test_bad_inputs_give_clear_errors(pipe, tmp_path):
+    with pytest.raises(IncompatibleModelError, match=r"base sdxl.*demo_sd1 pipeline.*SDXL"):
+        lora.apply(pipe, write_sdxl_lora(tmp_path / "xl.safetensors"), 1.0)
+    with pytest.raises(NotAModelError, match="textual inversion .*not a LoRA"):
+        lora.apply(pipe, write_ti(tmp_path / "ti.safetensors"), 1.0)
+    with pytest.raises(CorruptFileError, match="cut short"):
+        lora.apply(pipe, truncate(write_adapter(tmp_path / "cut.safetensors", pipe)), 1.0)
+    assert lora.applied(pipe) == []
+
+
+def test_a_lora_for_wider_modules_names_both_shapes(pipe, tmp_path):
+    from safetensors.torch import save_file
+
+    name = "lora_unet_" + TO_Q.replace(".", "_")
+    save_file({f"{name}.lora_down.weight": torch.zeros(2, 320), f"{name}.lora_up.weight": torch.zeros(320, 2)},
+              str(tmp_path / "wide.safetensors"))
+    with pytest.raises(IncompatibleModelError, match=r"shape \[320, 320\].*is \[8, 8\]"):
+        lora.apply(pipe, tmp_path / "wide.safetensors", 1.0)
