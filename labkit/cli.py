@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from labkit import stats_cli
 from labkit.errors import LabkitError, UnsafeFileError
 
 OK, UNSAFE, BAD_INPUT = 0, 1, 2
@@ -173,6 +174,10 @@ COMMANDS: dict[str, Command] = {
                     _no_arguments, _scan, key_values),
     "catalog": Command("every model file under each folder, one row each",
                        _catalog_arguments, _catalog, rows_table),
+    "stats": Command("per-tensor statistics (mean, std, min, max, norm, zeros, NaN/Inf) of each model",
+                     stats_cli.stats_arguments, stats_cli.run_stats, stats_cli.show_stats),
+    "compare": Command("each model against the last one, tensor by tensor across file forms",
+                       stats_cli.compare_arguments, stats_cli.run_compare, stats_cli.show_compare),
 }
 
 

@@ -164,8 +164,8 @@ def block_norms(stats: pd.DataFrame) -> pd.DataFrame:
 def summary_row(stats: pd.DataFrame) -> dict[str, Any]:
     """Totals of a stats table: tensors, parameters, bytes, and tensors holding NaN or Inf."""
     bad = stats[(stats["nan_count"] > 0) | (stats["inf_count"] > 0)]
-    return {"tensors": len(stats), "params": int(stats["numel"].sum()),
-            "bytes": int(stats["bytes"].sum()), "tensors_with_nan_or_inf": len(bad)}
+    return {"n_tensors": len(stats), "n_params": int(stats["numel"].sum()),
+            "n_bytes": int(stats["bytes"].sum()), "tensors_with_nan_or_inf": len(bad)}
 
 
 # ---------------------------------------------------------------- comparing two models

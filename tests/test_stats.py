@@ -196,7 +196,7 @@ def test_summaries_add_up(forms):
     assert "other" not in norms.columns
     assert list(norms.index) == list(blocks["block"])
     assert "cross-attention" in norms.columns and norms.loc["IN01", "cross-attention"] > 0
-    assert stats.summary_row(table)["tensors"] == len(table)
+    assert stats.summary_row(table)["n_tensors"] == len(table)
 
 
 def test_ema_weights_against_the_trained_ones(tmp_path):
