@@ -22,18 +22,22 @@ def _check_grid(images: Sequence[Image.Image], rows: int, cols: int) -> None:
 
 def image_grid(images: Sequence[Image.Image], rows: int, cols: int,
                row_labels: Sequence[str] | None = None,
-               col_labels: Sequence[str] | None = None) -> Image.Image:
-    """Images in a rows x cols grid (row-major), each cell the size of the first image, with
-    optional labels left of each row and above each column."""
+               col_labels: Sequence[str] | None = None,
+               cell_px: int | None = None) -> Image.Image:
+    """Images in a rows x cols grid (row-major), each cell the size of the first image (or
+    cell_px wide, enlarged without smoothing), with optional labels left of rows and above
+    columns."""
     _check_grid(images, rows, cols)
     w, h = images[0].size
+    if cell_px:
+        w, h = cell_px, round(cell_px * h / w)
     left = max((len(s) for s in row_labels), default=0) * 7 + 6 if row_labels else 0
     top = LABEL_PX + 2 if col_labels else 0
     grid = Image.new("RGB", (left + cols * w, top + rows * h), "white")
     draw = ImageDraw.Draw(grid)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        grid.paste(img.convert("RGB").resize((w, h)), (left + c * w, top + r * h))
+        grid.paste(img.convert("RGB").resize((w, h), Image.NEAREST), (left + c * w, top + r * h))
     for c, label in enumerate(col_labels or []):
         draw.text((left + c * w + 2, 1), str(label), fill="black")
     for r, label in enumerate(row_labels or []):

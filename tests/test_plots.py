@@ -30,3 +30,9 @@ def test_figure_has_one_axis_per_cell_and_titles():
     fig = image_grid_figure(_tiles(3), rows=1, cols=3, col_labels=["p", "q", "r"])
     assert len(fig.axes) == 3
     assert [ax.get_title() for ax in fig.axes] == ["p", "q", "r"]
+
+
+def test_cells_can_be_enlarged():
+    grid = image_grid(_tiles(2), rows=1, cols=2, cell_px=32)
+    assert grid.size == (64, 24)
+    assert grid.getpixel((32 + 31, 23)) == (40, 0, 0)

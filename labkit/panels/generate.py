@@ -17,6 +17,8 @@ PATH_CHOICE = "(the path below)"
 SIZES = [("native", 0), ("64", 64), ("128", 128), ("256", 256), ("512", 512), ("768", 768),
          ("1024", 1024)]
 N_PREVIEWS = 5  # previews in the strip for any number of steps
+MIN_CELL_PX = 256  # small images (the demo's 64x64) are shown enlarged
+STRIP_CELL_PX = 128
 MAX_SEED = 2**31 - 1
 
 
@@ -97,7 +99,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
 
         def on_preview(_step: int, image: Image.Image) -> None:
             previews.append(image)
-            strip.value = png_bytes(image_grid(previews, 1, len(previews)))
+            strip.value = png_bytes(image_grid(previews, 1, len(previews), cell_px=STRIP_CELL_PX))
 
         status.value = "<i>Denoising...</i>"
         bar.value = 0
@@ -106,8 +108,9 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
             guidance=guidance.value, size=size.value or None, scheduler=scheduler.value,
             n_images=count.value, preview_every=max(1, steps.value // N_PREVIEWS),
             on_preview=on_preview, on_step=on_step, progress=False)
-        images.value = png_bytes(image_grid(result, 1, len(result)))
         w, h = result[0].size
+        images.value = png_bytes(image_grid(result, 1, len(result),
+                                            cell_px=MIN_CELL_PX if w < MIN_CELL_PX else None))
         status.value = (f"{len(result)} image(s), {w}x{h}, seed {seed.value}, {steps.value} "
                         f"steps of {scheduler.value}")
 
