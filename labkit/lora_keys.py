@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from labkit import layouts
-from labkit.blocks import block_label
+from labkit.blocks import block_label, block_sort_key
+from labkit.errors import LabkitError
 
 # Tensor suffix -> role of the tensor in its module; the longest matching suffix wins.
 ROLES: tuple[tuple[str, str], ...] = (
@@ -172,8 +173,6 @@ def build_targets(family: str, modules: Mapping[str, Iterable[str]], unet_config
             for spelling in _spellings(component, module, kohya, peft, layout):
                 by_prefix.setdefault(spelling, target)
     labels = {t.block for t in by_prefix.values()}
-    from labkit.blocks import block_sort_key
-
     return Targets(family, by_prefix, tuple(sorted(labels, key=block_sort_key)))
 
 
@@ -237,17 +236,19 @@ def folder_targets(folder: Path, family: str) -> Targets:
 
 
 def family_folder(base: str) -> Path | None:
-    """The diffusers config folder of a family the lab knows ("sd1", "sdxl", "demo_sd1"...)."""
+    """The diffusers config folder of a family the lab knows ("sd1", "sdxl", "demo_sd1"...),
+    None for other bases and for the demo bases while the demo world is not built."""
     if base in FAMILY_FOLDERS:
         from labkit.model_configs import CONFIG_ROOT
 
         return CONFIG_ROOT / FAMILY_FOLDERS[base]
-    from labkit.pipelines import DEMO_FOLDERS
+    from labkit.pipelines import DEMO_BASES, demo_config
 
-    if base in DEMO_FOLDERS:
-        from labkit import zoo
-
-        return Path(zoo.path(DEMO_FOLDERS[base]))
+    if base in DEMO_BASES:
+        try:
+            return demo_config(base)
+        except LabkitError:
+            return None
     return None
 
 

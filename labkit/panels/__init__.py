@@ -10,6 +10,8 @@ _PANELS = {
     "stats_panel": "labkit.panels.stats",
     "inspector_panel": "labkit.panels.inspector",
     "generate_panel": "labkit.panels.generate",
+    "lora_panel": "labkit.panels.lora",
+    "embeddings_panel": "labkit.panels.embeddings",
 }
 
 

@@ -1,0 +1,164 @@
+"""The LoRA panel: what a LoRA file is made of, and a labelled grid of its strengths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from labkit.errors import LabkitError
+from labkit.panels.common import run_into, table_html
+
+PATH_CHOICE = "(the path below)"
+NONE_CHOICE = "(none)"
+ADAPTER_KINDS = ("lora", "loha", "lokr", "lycoris_full", "dora")
+SHOWN_ROWS = 60
+MAX_GRID = 48  # images per grid: past this a click would run for minutes on a CPU
+
+
+def demo_names(kinds: tuple[str, ...]) -> list[str]:
+    """The demo files of some kinds, or [] when the demo world is not there."""
+    try:
+        from labkit import zoo
+
+        return [e["name"] for e in zoo.manifest() if e["kind"] in kinds]
+    except (ImportError, LabkitError):
+        return []
+
+
+class Picker:
+    """A demo-file dropdown and a path box; a typed path wins."""
+
+    def __init__(self, label: str, names: list[str], value: str | None, optional: bool = False):
+        options = ([NONE_CHOICE] if optional else []) + names + [PATH_CHOICE]
+        chosen = value if value in names else None
+        self.choice = widgets.Dropdown(options=options, description=label,
+                                       value=chosen or options[0])
+        self.path = widgets.Text(value="" if chosen or value is None else str(value),
+                                 description="Path", placeholder="a .safetensors file or folder",
+                                 layout=widgets.Layout(width="55%"))
+        self.widget = widgets.HBox([self.choice, self.path])
+
+    def resolve(self) -> Path | None:
+        """The chosen file (None for "(none)"). Raises LabkitError when nothing is chosen."""
+        if self.path.value.strip():
+            return Path(self.path.value.strip()).expanduser()
+        if self.choice.value == NONE_CHOICE:
+            return None
+        if self.choice.value == PATH_CHOICE:
+            raise LabkitError(f"no file chosen for {self.choice.description}.",
+                              hint="Pick a demo file or type a path.")
+        from labkit import zoo
+
+        return zoo.path(self.choice.value)
+
+
+def strengths_of(low: float, high: float, step: float) -> list[float]:
+    """low, low + step, ... up to high (both ends included). Raises LabkitError."""
+    if step <= 0:
+        raise LabkitError("the strength step must be above 0.")
+    n = int(round((high - low) / step)) + 1
+    return [round(low + i * step, 4) for i in range(max(n, 1)) if low + i * step <= high + 1e-9]
+
+
+def seeds_of(text: str) -> list[int]:
+    """Seeds from "1, 2, 3". Raises LabkitError."""
+    try:
+        seeds = [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise LabkitError(f"seeds must be whole numbers, got {text!r}.") from None
+    if not seeds:
+        raise LabkitError("give at least one seed.")
+    return seeds
+
+
+def lora_panel(model: str | None = None, lora: str | None = None, device: str = "auto") -> widgets.VBox:
+    """Pick a model and a LoRA (and a second one to compare): its anatomy table and plots, then
+    a strengths x prompts/seeds grid made in batched passes. `model` and `lora` preselect a demo
+    name or fill the path box."""
+    from labkit import lora_plots
+    from labkit.stats_plots import to_png
+
+    adapters = demo_names(ADAPTER_KINDS)
+    model_pick = Picker("Model", demo_names(("checkpoint",)), model)
+    first = Picker("LoRA", adapters, lora or (adapters[0] if adapters else None))
+    second = Picker("Compare", adapters, None, optional=True)
+    show = widgets.Button(description="Show anatomy", icon="search", button_style="info")
+    strengths = widgets.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.5, step=0.05,
+                                         description="Strengths")
+    step = widgets.BoundedFloatText(value=0.25, min=0.05, max=1.5, step=0.05, description="Step")
+    prompts = widgets.Textarea(value="a red circle", description="Prompts",
+                               placeholder="one prompt per line",
+                               layout=widgets.Layout(width="60%", height="4em"))
+    seeds = widgets.Text(value="1", description="Seeds", placeholder="1, 2, 3")
+    steps = widgets.IntSlider(value=20, min=1, max=50, description="Steps")
+    make = widgets.Button(description="Make grid", icon="th", button_style="primary")
+    status = widgets.HTML()
+    error = widgets.HTML()
+    error.add_class("labkit-error-box")
+    anatomy = widgets.HTML()
+    anatomy.add_class("labkit-lora-anatomy")
+    figures = widgets.Box(layout=widgets.Layout(flex_flow="row wrap"))
+    grid = widgets.Image(format="png")
+    grid.add_class("labkit-lora-grid")
+    out = widgets.Output()
+
+    def show_work() -> None:
+        from labkit.lora_read import anatomy as anatomy_of
+        from labkit.lora_read import open_adapter
+
+        path = first.resolve()
+        adapter = open_adapter(path)
+        frame, meta = anatomy_of(adapter), adapter.metadata
+        note = frame.attrs["note"]
+        anatomy.value = (f"<b>{path.name}</b>: {frame.attrs['kind']} for {frame.attrs['base']}, "
+                         f"{len(frame)} modules" + (f"; <b>unmatched</b>: {note}" if note else "")
+                         + table_html(lora_plots.rank_alpha(frame))
+                         + table_html(lora_plots.training_table(meta))
+                         + table_html(frame.drop(columns=["prefix", "shapes"]), SHOWN_ROWS))
+        figures.children = [widgets.Image(value=to_png(fig), format="png") for fig in (
+            lora_plots.block_norm_figure(frame, f"{path.name}: ‖ΔW‖ per block"),
+            lora_plots.spectrum_figure(lora_plots.spectra(path)),
+            lora_plots.rank_alpha_figure(frame), lora_plots.tag_figure(meta))]
+
+    def grid_work() -> None:
+        from labkit import lora as L
+        from labkit import pipelines
+        from labkit.panels.generate import png_bytes
+
+        paths = [p for p in (first.resolve(), second.resolve()) if p is not None]
+        values = strengths_of(*strengths.value, step.value)
+        lines = [p.strip() for p in prompts.value.splitlines() if p.strip()]
+        if not lines:
+            raise LabkitError("give at least one prompt (one per line).")
+        seed_list = seeds_of(seeds.value)
+        n = len(paths) * len(values) * len(lines) * len(seed_list)
+        if n > MAX_GRID:
+            raise LabkitError(f"that grid has {n} images; the panel makes at most {MAX_GRID}.",
+                              hint="Use a bigger strength step, fewer prompts or fewer seeds.")
+        status.value = "<i>Loading the model (once per model)...</i>"
+        pipe = pipelines.cached_pipeline(model_pick.resolve(), device=device, progress=False)
+        status.value = f"<i>Making {n} images in batched passes...</i>"
+        image = L.xyz_grid(pipe, paths, values, lines, seed_list, steps=steps.value)
+        grid.value = png_bytes(image)
+        status.value = (f"{n} images: rows are prompt #seed, columns LoRA strength; same noise "
+                        f"per seed, {steps.value} steps")
+
+    def clicked(button: widgets.Button, work) -> None:
+        button.disabled = True
+        try:
+            run_into(out, error, work)
+            if error.value:
+                status.value = ""
+        finally:
+            button.disabled = False
+
+    show.on_click(lambda b: clicked(b, show_work))
+    make.on_click(lambda b: clicked(b, grid_work))
+    return widgets.VBox([
+        widgets.HTML("<h3>LoRA lab</h3>"),
+        model_pick.widget, first.widget, second.widget, show, error, anatomy, figures,
+        widgets.HTML("<b>Strength grid</b> (like A1111's XYZ plot)"),
+        widgets.HBox([strengths, step]), prompts, widgets.HBox([seeds, steps]), make, status,
+        grid, out,
+    ])
