@@ -28,9 +28,9 @@ from labkit.textual_inversion import (
 
 __all__ = [
     "PromptVectors", "TextualInversion", "cosine_matrix", "load_textual_inversion",
-    "loaded_tokens", "map_2d", "nearest_tokens", "prompt_similarity", "prompt_vectors",
-    "read_textual_inversion", "token_table", "token_vector", "unload_textual_inversion",
-    "vocabulary_norms", "with_and_without",
+    "loaded_tokens", "map_2d", "nearest_tokens", "neighbour_map", "prompt_similarity",
+    "prompt_vectors", "read_textual_inversion", "token_table", "token_vector",
+    "unload_textual_inversion", "vocabulary_norms", "with_and_without",
 ]
 
 WINDOW = 77  # CLIP's context: BOS, 75 tokens, EOS (padded to 77)
@@ -258,6 +258,20 @@ def map_2d(vectors: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str]
     var = s**2
     frame.attrs["explained"] = (var[:2] / var.sum().clamp_min(1e-12)).tolist()
     return frame
+
+
+def neighbour_map(named: dict[str, torch.Tensor], text_encoder: Any, tokenizer: Any,
+                  k: int = 5) -> pd.DataFrame:
+    """map_2d of the named vectors together with each one's k nearest vocabulary tokens
+    (each token once): where a word or a textual inversion sits among its neighbours."""
+    vectors = {label: v.detach().float().reshape(-1).cpu() for label, v in named.items()}
+    table = _table(text_encoder)
+    for v in list(vectors.values()):
+        near = nearest_tokens(v, text_encoder, tokenizer, k)
+        for i, token, text in near[["id", "token", "text"]].itertuples(index=False):
+            label = text.strip() if text.strip().isprintable() and text.strip() else token
+            vectors.setdefault(label, table[i].float().cpu())
+    return map_2d(list(vectors.values()), list(vectors))
 
 
 def with_and_without(pipe: Any, ti: str | TextualInversion, prompt: str, seed: int = 0,

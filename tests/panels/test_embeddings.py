@@ -1,0 +1,116 @@
+"""The embeddings panel, driven from Python: live tokens, look-up, the with/without pair, errors."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import pytest
+import torch
+
+from labkit.panels.embeddings import NO_EMBEDDING, embeddings_panel
+from labkit.panels.generate import PATH_CHOICE
+from tests.ti_samples import SD1_WIDTH, save_tiny, write_forms
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield save_tiny(tmp_path_factory.mktemp("tiny") / "sd1", "sd1")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ti(tmp_path_factory):
+    vec = torch.randn(1, SD1_WIDTH, generator=torch.Generator().manual_seed(5)) * 4
+    return write_forms(tmp_path_factory.mktemp("ti"), vec)["kohya"]
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def _one(panel, cls, description=None, css=None):
+    found = [w for w in _walk(panel) if isinstance(w, cls)
+             and (description is None or w.description == description)
+             and (css is None or css in w._dom_classes)]
+    assert found, f"no {cls.__name__} {description or css!r}"
+    return found
+
+
+def _parts(panel):
+    images = _one(panel, widgets.Image)
+    htmls = [w for w in _one(panel, widgets.HTML) if not w._dom_classes]
+    return {
+        "prompt": _one(panel, widgets.Text, "Prompt")[0],
+        "tokens": _one(panel, widgets.HTML, css="labkit-tokens")[0],
+        "error": _one(panel, widgets.HTML, css="labkit-error-box")[0],
+        "word": _one(panel, widgets.Text, "Word")[0],
+        "picker": _one(panel, widgets.Dropdown, "Embedding")[0],
+        "ti_path": _one(panel, widgets.Text, "TI path")[0],
+        "look": _one(panel, widgets.Button, "Look up")[0],
+        "pair": _one(panel, widgets.Button, "Generate with and without")[0],
+        "steps": _one(panel, widgets.IntSlider, "Steps")[0],
+        "norms": images[0], "map": images[1], "pair_image": images[2],
+        "html": htmls,
+    }
+
+
+def test_tokens_show_as_the_prompt_changes(tiny):
+    p = _parts(embeddings_panel(model=str(tiny)))
+    p["prompt"].value = "ab"
+    first = p["tokens"].value
+    assert p["error"].value == ""
+    assert "&lt;|startoftext|&gt;" in first and "b&lt;/w&gt;" in first and "73 padding" in first
+    p["prompt"].value = "abc"
+    assert p["tokens"].value != first and "72 padding" in p["tokens"].value
+
+
+def test_look_up_a_word_and_an_embedding(tiny, ti):
+    p = _parts(embeddings_panel(model=str(tiny), embedding=str(ti)))
+    assert p["ti_path"].value == str(ti)
+    p["word"].value = "x"
+    p["look"].click()
+    assert p["error"].value == ""
+    text = " ".join(h.value for h in p["html"])
+    assert "Nearest tokens to x" in text and "Nearest tokens to &lt;checker&gt;" in text
+    assert "kohya form, step 400" in text
+    assert bytes(p["norms"].value).startswith(PNG) and bytes(p["map"].value).startswith(PNG)
+
+
+def test_the_pair_differs_and_leaves_the_pipeline_clean(tiny, ti):
+    from labkit import pipelines
+
+    p = _parts(embeddings_panel(model=str(tiny), embedding=str(ti)))
+    p["steps"].value = 2
+    p["pair"].click()
+    assert p["error"].value == ""
+    assert bytes(p["pair_image"].value).startswith(PNG)
+    pipe = pipelines.cached_pipeline(tiny, progress=False)
+    assert pipe.tokenizer.added_tokens_encoder.keys() == {"<|startoftext|>", "<|endoftext|>"}
+
+
+def test_errors_show_in_the_red_box(tiny, tmp_path):
+    p = _parts(embeddings_panel(model=str(tiny), embedding=str(tmp_path / "gone.pt")))
+    p["word"].value = "dog"  # three byte tokens here: said in the red box
+    assert "is 3 tokens" in p["error"].value
+    p["word"].value = "x"
+    assert "labkit-error" in p["error"].value and "gone.pt" in p["error"].value
+    p = _parts(embeddings_panel(model=str(tiny)))
+    p["picker"].value = NO_EMBEDDING
+    p["word"].value = ""
+    p["look"].click()
+    assert "nothing to look up" in p["error"].value
+    p["pair"].click()
+    assert "no embedding chosen" in p["error"].value
+    wide = tmp_path / "wide.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"emb_params": torch.ones(1, 768)}, wide)
+    p["ti_path"].value = str(wide)
+    p["picker"].value = PATH_CHOICE
+    p["look"].click()
+    assert "768-wide vectors are for SD1 models" in p["error"].value
