@@ -28,7 +28,8 @@ from labkit.blocks import (
 )
 from labkit.canonical import canonical_names, canonical_tensor, layout_of
 from labkit.errors import CorruptFileError, LabkitError
-from labkit.tensor_math import describe, difference
+from labkit.tensor_math import CHUNK, describe_parts, difference, one_thread
+from labkit.tensor_stream import file_parts
 from labkit.tensors import dtype_name
 
 if TYPE_CHECKING:
@@ -62,13 +63,13 @@ def reading(path: Any, what: str) -> Iterator[None]:
                                ) from None
 
 
-def stream(model: ModelFile, names: list[str], progress: bool,
-           what: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """model.iter_tensors(names) behind a tqdm bar; every read failure becomes CorruptFileError,
-    and a stream that ends early raises instead of passing for the whole file."""
+def stream(model: ModelFile, names: list[str], progress: bool, what: str,
+           items: Iterator[tuple[str, Any]] | None = None) -> Iterator[tuple[str, Any]]:
+    """`items` (default model.iter_tensors(names)) behind a tqdm bar; every read failure becomes
+    CorruptFileError, and a stream that ends early raises instead of passing for the whole file."""
     from tqdm.auto import tqdm
 
-    it = model.iter_tensors(names)
+    it = model.iter_tensors(names) if items is None else items
     seen = 0
     with tqdm(total=len(names), desc=what, unit="tensor", disable=not progress) as bar:
         while True:
@@ -84,10 +85,12 @@ def stream(model: ModelFile, names: list[str], progress: bool,
                                "The file may be truncated: download it again.")
 
 
+@one_thread()
 def tensor_stats(model: ModelFile | str | os.PathLike, pattern: str | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """One row per tensor (whose name matches the regex `pattern`, if given): name, component,
-    block, lora_part, dtype, shape, numel, bytes and the statistics of `describe`.
+    block, lora_part, dtype, shape, numel, bytes and the statistics of `describe`. A single
+    safetensors file is read in chunks (labkit.tensor_stream), other forms tensor by tensor.
     Raises NotAModelError, CorruptFileError (also for a file truncated past its header),
     UnsafeFileError, and LabkitError for a bad pattern."""
     model = as_model(model)
@@ -101,12 +104,18 @@ def tensor_stats(model: ModelFile | str | os.PathLike, pattern: str | None = Non
                               ) from None
         names = [n for n in names if rx.search(n)]
     labels = dict(zip(model.table, block_labels(model.table), strict=True))
+    if model.format == "safetensors":
+        parts = file_parts(model.path, names)
+    else:
+        parts = ((n, t.reshape(-1).split(CHUNK)) for n, t in model.iter_tensors(names))
     rows = []
-    for name, tensor in stream(model, names, progress, "tensor stats"):
+    for name, chunks in stream(model, names, progress, "tensor stats", parts):
         info = model.table[name]
+        with reading(model.path, f"tensor {name!r}"):
+            figures = describe_parts(chunks)
         rows.append({"name": name, "component": component_of(name), "block": labels[name],
                      "lora_part": lora_part(name), "dtype": info.dtype, "shape": tuple(info.shape),
-                     "numel": info.numel, "bytes": info.nbytes, **describe(tensor)})
+                     "numel": info.numel, "bytes": info.nbytes, **figures})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -194,6 +203,7 @@ class _Reader:
         return self.tensor
 
 
+@one_thread()
 def compare(a: ModelFile | str | os.PathLike, b: ModelFile | str | os.PathLike,
             progress: bool = True, ema: bool = False) -> pd.DataFrame:
     """One row per tensor of a and b, matched by canonical name across forms and layouts
@@ -255,6 +265,7 @@ def status_counts(comparison: pd.DataFrame) -> dict[str, int]:
     return {s: int(counts.get(s, 0)) for s in STATUSES}
 
 
+@one_thread()
 def ema_difference(model: ModelFile | str | os.PathLike, progress: bool = True) -> pd.DataFrame:
     """Each `model.` weight against its EMA copy (`model_ema.`) in the same checkpoint: one row
     per pair with the figures of `difference` (a = the trained weight, b = its EMA).

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from labkit import stats
+from labkit.tensor_math import describe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,7 +83,7 @@ def histogram_figure(tensor: torch.Tensor, name: str = "", bins: int = HIST_BINS
     values = tensor.detach().reshape(-1).to(torch.float32)
     values = values[torch.isfinite(values)]
     fig, (ax,) = _figure(6.5, 3.2)
-    figures = stats.describe(tensor)
+    figures = describe(tensor)
     if values.numel():
         lo, hi = float(values.min()), float(values.max())
         if lo == hi:

@@ -107,15 +107,15 @@ def test_a_read_failing_mid_stream_raises_instead_of_giving_part_of_the_table():
 
     source = Failing()
     names = [f"t{i}" for i in range(5)]
-    model = ModelFile(Path("mid.safetensors"), "safetensors",
+    model = ModelFile(Path("mid.ckpt"), "pickle",
                       dict.fromkeys(names, TensorInfo((2,), "F32")), {},
                       {n: (source, n) for n in names})
-    with pytest.raises(CorruptFileError, match=r"mid.safetensors.*tensor 3 of 5"):
+    with pytest.raises(CorruptFileError, match=r"mid.ckpt.*tensor 3 of 5"):
         stats.tensor_stats(model, progress=False)
 
 
 def test_a_stream_that_ends_early_raises(monkeypatch, forms):
-    model = open_model(forms["fp16"])
+    model = open_model(forms["ckpt"])
     monkeypatch.setattr(model, "iter_tensors",
                         lambda names: ((n, model.tensor(n)) for n in list(names)[:3]))
     with pytest.raises(CorruptFileError, match="only 3 of"):
@@ -124,6 +124,16 @@ def test_a_stream_that_ends_early_raises(monkeypatch, forms):
 
 def matched(table):
     return table[~table["status"].str.startswith("only")]
+
+
+def test_a_safetensors_file_cut_after_opening_is_refused(forms, tmp_path):
+    path = tmp_path / "m.safetensors"
+    shutil.copy(forms["fp16"], path)
+    model = open_model(path)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 10)
+    with pytest.raises(CorruptFileError, match="m.safetensors"):
+        stats.tensor_stats(model, progress=False)
 
 
 @pytest.mark.parametrize(("a", "b"), [("ckpt", "folder"), ("folder", "fp16"), ("ckpt", "fp16")])
