@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ FILE_KINDS = {"lora": "lora", "loha": "loha", "lokr": "lokr", "lycoris_full": "f
               "dora": "dora"}
 # When a file's base cannot be told, its names are tried against these families.
 GUESS_FAMILIES = ("sd1", "sdxl")
+PEFT_METADATA = "lora_adapter_metadata"  # diffusers' save_lora_weights: LoraConfig per component
 COLUMNS = ["prefix", "component", "module", "block", "kind", "rank", "alpha", "scale",
            "up_shape", "down_shape", "shapes", "up_norm", "down_norm", "delta_norm",
            "eff_rank", "entropy_rank"]
@@ -42,10 +45,32 @@ class Adapter:
     load: Callable[[str], torch.Tensor] | None = None
 
     def tensors(self, module: K.FileModule) -> dict[str, torch.Tensor]:
-        """The module's tensors by role (down, up, alpha, hada_w1_a, ...)."""
+        """The module's tensors by role (down, up, alpha, hada_w1_a, ...); a PEFT module's
+        alpha comes from diffusers' adapter metadata when the file has it."""
         if self.load is None:
             raise ValueError("this adapter was read from a table of shapes only")
-        return {role: self.load(key) for role, key in module.keys.items()}
+        tensors = {role: self.load(key) for role, key in module.keys.items()}
+        if "alpha" not in tensors:
+            alpha = peft_alpha(self.metadata, module.prefix)
+            if alpha is not None:
+                tensors["alpha"] = torch.tensor(alpha)
+        return tensors
+
+
+def peft_alpha(metadata: Mapping[str, str], prefix: str) -> float | None:
+    """A PEFT module's lora_alpha from diffusers' `lora_adapter_metadata` (its alpha_pattern
+    matched as peft matches it, else lora_alpha), None when the file does not say."""
+    try:
+        config = json.loads(metadata.get(PEFT_METADATA, "null")) or {}
+    except ValueError:
+        return None
+    component, _, module = prefix.partition(".")
+    patterns = config.get(f"{component}.alpha_pattern") or {}
+    for pattern, alpha in patterns.items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            return float(alpha)
+    alpha = config.get(f"{component}.lora_alpha")
+    return None if alpha is None else float(alpha)
 
 
 def _kind_of(module: K.FileModule, shapes: Mapping[str, tuple[int, ...]]) -> str:

@@ -15,6 +15,7 @@ from tests.layout_files import load_layout, write_sparse
 from tests.lora_samples import single_thread, truncate, write_adapter, write_sdxl_lora, write_ti
 from tests.tiny_models import save_tiny
 
+TO_Q_MODULE = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
 
 
@@ -128,3 +129,19 @@ def test_alpha_is_not_strength(pipe, tmp_path):
     one = lora.read(write_adapter(tmp_path / "a1.safetensors", pipe, alpha=1.0), pipe)
     two = lora.read(write_adapter(tmp_path / "a2.safetensors", pipe, alpha=2.0), pipe)
     assert (two["delta_norm"] / one["delta_norm"]).map(lambda r: math.isclose(r, 2.0, rel_tol=1e-5)).all()
+
+
+def test_peft_alphas_come_from_diffusers_adapter_metadata(pipe, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(write_adapter(tmp_path / "p.safetensors", pipe, "peft", rank=2)))
+    meta = {"unet.r": 2, "unet.lora_alpha": 4, "unet.alpha_pattern": {"ff.net.2": 1},
+            "text_encoder.r": 2, "text_encoder.lora_alpha": 2}
+    path = tmp_path / "p_meta.safetensors"
+    save_file(tensors, str(path), metadata={"lora_adapter_metadata": json.dumps(meta)})
+    frame = lora.read(path, pipe).set_index("module")
+    assert frame.loc[TO_Q_MODULE, "scale"] == 2.0
+    assert frame.loc["mid_block.attentions.0.transformer_blocks.0.ff.net.2", "scale"] == 0.5
+    assert frame.loc["encoder.layers.0.self_attn.q_proj", "scale"] == 1.0
