@@ -207,3 +207,8 @@ def unload_textual_inversion(pipe: Any, token: str | None = None) -> None:
         if names:
             pipe.unload_textual_inversion(names, tokenizer=tokenizer,
                                           text_encoder=getattr(pipe, enc))
+            # diffusers rebuilds a fast tokenizer's backend, dropping the wrapper by which
+            # transformers' CLIPTokenizer strips "</w>" when decoding: put it back.
+            rewrap = getattr(tokenizer, "_wrap_decode_method_backend_tokenizer", None)
+            if rewrap is not None:
+                rewrap()

@@ -100,6 +100,7 @@ def test_a_wrong_width_gives_the_clear_error(tmp_path, sd1):
 def test_load_adds_every_row_and_unload_restores(tmp_path, sd1, vectors):
     rows_before = sd1.text_encoder.get_input_embeddings().weight.shape[0]
     words_before = sd1.tokenizer("a <checker> b").input_ids
+    decoded_before = [sd1.tokenizer.decode([i]) for i in words_before]
     word = load_textual_inversion(sd1, write_forms(tmp_path, vectors)["a1111"])
     try:
         assert word == "<checker>"
@@ -112,6 +113,7 @@ def test_load_adds_every_row_and_unload_restores(tmp_path, sd1, vectors):
         unload_textual_inversion(sd1, word)
     assert sd1.text_encoder.get_input_embeddings().weight.shape[0] == rows_before
     assert sd1.tokenizer("a <checker> b").input_ids == words_before
+    assert [sd1.tokenizer.decode([i]) for i in words_before] == decoded_before  # no "</w>"
     with pytest.raises(LabkitError, match="not loaded"):
         unload_textual_inversion(sd1, word)
 
