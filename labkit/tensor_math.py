@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 # Chunks small enough to stay in the CPU cache between the passes over them (measured: 64K-256K
@@ -43,17 +44,18 @@ class Moments:
         if chunk.numel() == 0:
             return
         self.total += chunk.numel()
-        self.zeros += chunk.numel() - int(torch.count_nonzero(chunk))
-        lo, hi = torch.aminmax(chunk)
-        if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
-            nan = torch.isnan(chunk)
-            self.nans += int(nan.sum())
-            finite = torch.isfinite(chunk)
-            self.infs += chunk.numel() - int(finite.sum()) - int(nan.sum())
-            chunk = chunk[finite]
+        values = chunk.numpy()  # numpy's min, max and == 0 count run several times faster
+        self.zeros += int(np.count_nonzero(values == 0))
+        lo, hi = float(values.min()), float(values.max())  # NaN if any value is NaN
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            finite = np.isfinite(values)
+            nans = int(np.count_nonzero(np.isnan(values)))
+            self.nans += nans
+            self.infs += values.size - int(np.count_nonzero(finite)) - nans
+            chunk = chunk[torch.from_numpy(finite)]
             if chunk.numel() == 0:
                 return
-            lo, hi = torch.aminmax(chunk)
+            lo, hi = float(chunk.min()), float(chunk.max())
         n = chunk.numel()
         total = chunk.sum().item()
         mean = total / n
@@ -67,7 +69,7 @@ class Moments:
         self.mean += delta * n / count
         self.m2 += m2 + delta * delta * self.n * n / count
         self.n = count
-        self.lo, self.hi = min(self.lo, lo.item()), max(self.hi, hi.item())
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
     def result(self) -> dict[str, float]:
         """The statistics columns (NaN where no finite value was seen)."""
