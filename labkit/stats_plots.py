@@ -1,6 +1,5 @@
 """The figures of tensor statistics: sizes by component, dtype and block, one tensor's values,
-per-block norms, and where two models differ. Each returns a matplotlib Figure made without
-pyplot (so nothing is shown twice or kept alive by pyplot's registry)."""
+per-block norms, and where two models differ. Each returns a matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -26,9 +25,12 @@ HIST_BINS = 100
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
-    from matplotlib.figure import Figure
+    """A figure made through pyplot (so Jupyter knows how to show it) and closed at once, so it
+    shows once, as the cell's value, and pyplot keeps no reference to it."""
+    import matplotlib.pyplot as plt
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    plt.close(fig)
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
