@@ -15,7 +15,7 @@ from tests.browser import open_notebook_and_run
 def test_welcome_panel_renders_and_answers_a_click(lab_url, chromium, output_dir):
     page = open_notebook_and_run(chromium, lab_url, "00_welcome.ipynb")
     button = page.locator("button.jupyter-button", has_text="Check my set-up")
-    button.wait_for(state="visible", timeout=120_000)
+    button.wait_for(state="visible", timeout=300_000)
     assert page.locator(".labkit-table").count() == 0
     button.click()
     table = page.locator(".labkit-table")
