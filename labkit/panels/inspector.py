@@ -212,7 +212,7 @@ class Inspector:
         tensors = self.model.tensors
         shown = filter_tensors(tensors, self.filter.value.strip())
         self.count.value = f"<i>{len(shown):,} of {len(tensors):,} tensors</i>"
-        self.tensors.value = table_html(shown)
+        self.tensors.value = f"<div class='labkit-tensors'>{table_html(shown)}</div>"
 
     def compute_hashes(self) -> None:
         """Compute the six hashes of the open file with a progress bar, then show them."""
