@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from labkit.cli import COMMANDS, main
+from tests.layout_files import load_layout, write_sparse
 from tests.sample_models import (
     write_checkpoint,
     write_lfs_pointer,
@@ -160,3 +161,20 @@ def test_python_dash_m_exit_codes(files, tmp_path):
     code, err = exit_code("inspect", files["missing"])
     assert code == 2 and "missing.safetensors" in err
     assert exit_code("frobnicate", files["lora"])[0] == 2
+
+
+REAL = {"sd15": ("checkpoint", "sd1", []), "sd15_inpaint": ("checkpoint", "sd1", ["inpainting"]),
+        "sdxl_base": ("checkpoint", "sdxl", []), "sdxl_lora_kohya": ("lora", "sdxl", []),
+        "flux_dev": ("unet", "flux_dev", [])}
+
+
+def test_real_layouts_as_sparse_files_inspect_and_catalog(capsys, tmp_path):
+    for name in REAL:
+        write_sparse(tmp_path / f"{name}.safetensors", load_layout(name))
+    code, out, _ = run(capsys, "inspect", *sorted(tmp_path.iterdir()), "--json")
+    found = {r["path"].rsplit("/", 1)[1].removesuffix(".safetensors"):
+             (r["kind"], r["base"], r["variant"]) for r in json_lines(out)}
+    assert code == 0 and found == REAL
+    code, out, _ = run(capsys, "catalog", tmp_path, "--json")
+    sd15 = next(r for r in json_lines(out) if r["path"].endswith("sd15.safetensors"))
+    assert code == 0 and sd15["n_tensors"] == 1131 and sd15["size_mb"] > 1000

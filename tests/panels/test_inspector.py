@@ -9,6 +9,7 @@ import pytest
 import labkit
 from labkit.errors import LabkitError
 from labkit.panels.inspector import Inspector, filter_tensors, inspector_panel
+from tests.layout_files import load_layout, write_sparse
 from tests.sample_models import LORA_MODULE, write_checkpoint, write_lora, write_unsafe_pickle
 
 
@@ -107,3 +108,11 @@ def test_without_demo_files_the_dropdown_is_hidden(monkeypatch):
 
     fake_zoo(monkeypatch, missing)
     assert Inspector().demo.layout.display == "none"
+
+
+def test_a_real_sd15_layout_opens_header_only(tmp_path):
+    path = write_sparse(tmp_path / "v1-5-pruned.safetensors", load_layout("sd15"))
+    panel = opened(path)
+    assert "<b>sd1</b>" in panel.summary.value and "1,131" in panel.summary.value
+    panel.filter.value = r"^model\.diffusion_model\..*attn2\.to_k\.weight$"
+    assert "16 of 1,131 tensors" in panel.count.value
