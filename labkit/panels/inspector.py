@@ -30,7 +30,6 @@ SAFE_PICKLE = ("This {suffix} only contains tensors and torch's own helpers: saf
                "weights_only.")
 HASH_LABELS = {"sha256": "SHA256", "autov1": "AutoV1", "autov2": "AutoV2", "autov3": "AutoV3",
                "crc32": "CRC32", "blake3": "BLAKE3"}
-
 MISSING_HASH = {"autov1": "- (none for files under 2 MiB)"}
 
 
@@ -109,7 +108,8 @@ def verdict_words(verdict: Verdict) -> str:
 def verdict_html(verdict: Verdict) -> str:
     """The verdict's plain words, green when safe, red when refused."""
     color = "#057a55" if verdict.safe else "#c81e1e"
-    return f"<b class='labkit-verdict' style='color:{color}'>{html.escape(verdict_words(verdict), quote=False)}</b>"
+    words = html.escape(verdict_words(verdict), quote=False)
+    return f"<b class='labkit-verdict' style='color:{color}'>{words}</b>"
 
 
 def hashes_html(hashes: dict[str, str | None]) -> str:
