@@ -203,16 +203,19 @@ def _load_peft(pipe: Any, adapter: Adapter, name: str) -> None:
         rank = int(t["down"].shape[0])
         rows.setdefault(target.component, []).append(
             (target.module, rank, float(t["alpha"]) if "alpha" in t else float(rank)))
-    cls = type(pipe)
+    from peft import LoraConfig
+
     for component, component_rows in rows.items():
-        metadata = {f"{component}.{k}": v for k, v in _peft_config(component_rows).items()}
+        config = _peft_config(component_rows)
         part = {k: v for k, v in state.items() if k.startswith(f"{component}.")}
         if component == "unet":
-            cls.load_lora_into_unet(part, None, pipe.unet, adapter_name=name, metadata=metadata,
-                                    _pipeline=pipe)
-        else:
-            cls.load_lora_into_text_encoder(part, None, getattr(pipe, component), prefix=component,
-                                            adapter_name=name, metadata=metadata, _pipeline=pipe)
+            metadata = {f"unet.{k}": v for k, v in config.items()}
+            type(pipe).load_lora_into_unet(part, None, pipe.unet, adapter_name=name,
+                                           metadata=metadata, _pipeline=pipe)
+        else:  # transformers' own loader: diffusers' guesses the key style and can miss
+            getattr(pipe, component).load_adapter(
+                adapter_name=name, peft_config=LoraConfig(**config),
+                adapter_state_dict={k[len(component) + 1:]: v for k, v in part.items()})
 
 
 def _peft_patches(pipe: Any, adapter: Adapter, name: str) -> list[Patch]:

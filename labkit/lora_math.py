@@ -46,8 +46,8 @@ def scale_of(kind: str, t: Tensors) -> Scale:
         rank = int(t["hada_w1_b"].shape[0])
     elif kind == "lokr":
         rank = _low_rank(t, "lokr_w1_a", "lokr_w1_b") or _low_rank(t, "lokr_w2_a", "lokr_w2_b")
-        if rank is None:
-            return Scale(None, None, 1.0)
+        if rank is None:  # both factors whole: LyCORIS ignores alpha
+            return Scale(None, float(t["alpha"]) if "alpha" in t else None, 1.0)
     else:
         return Scale(None, None, 1.0)
     alpha = _alpha(t, rank)

@@ -71,6 +71,30 @@ def write_adapter(path: Path, pipe, kind: str = "lora", rank: int = 2, alpha: fl
     return path
 
 
+SDXL_PREFIXES = (  # kohya's SDXL naming: original block names, two text encoders
+    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k",
+    "lora_unet_output_blocks_0_1_transformer_blocks_1_ff_net_2",
+    "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+    "lora_te2_text_model_encoder_layers_1_mlp_fc1",
+)
+
+
+def write_kohya_for(path: Path, pipe, prefixes=SDXL_PREFIXES, rank: int = 2) -> Path:
+    """A kohya LoRA for the modules of `pipe` that `prefixes` name (shapes from the pipeline)."""
+    from labkit.lora_keys import pipeline_targets
+
+    targets = pipeline_targets(pipe)
+    g = torch.Generator().manual_seed(2)
+    tensors = {}
+    for prefix in prefixes:
+        target = targets.lookup(prefix)
+        weight = getattr(pipe, target.component).get_submodule(target.module).weight
+        tensors |= {f"{prefix}.{k}": v for k, v in _factors("lora", weight, rank, g).items()}
+        tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(path))
+    return path
+
+
 def write_sdxl_lora(path: Path) -> Path:
     """A kohya LoRA named as for SDXL (lora_te1_/lora_te2_ and original block names)."""
     g = torch.Generator().manual_seed(1)

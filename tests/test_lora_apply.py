@@ -10,7 +10,14 @@ from safetensors.torch import load_file
 from labkit import lora
 from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError, NotAModelError
 from labkit.lora_sweep import noise
-from tests.lora_samples import single_thread, truncate, write_adapter, write_sdxl_lora, write_ti
+from tests.lora_samples import (
+    single_thread,
+    truncate,
+    write_adapter,
+    write_kohya_for,
+    write_sdxl_lora,
+    write_ti,
+)
 from tests.tiny_models import save_tiny
 
 STEPS = 2
@@ -165,3 +172,25 @@ def test_a_lora_for_wider_modules_names_both_shapes(pipe, tmp_path):
               str(tmp_path / "wide.safetensors"))
     with pytest.raises(IncompatibleModelError, match=r"shape \[320, 320\].*is \[8, 8\]"):
         lora.apply(pipe, tmp_path / "wide.safetensors", 1.0)
+
+
+def test_sdxl_kohya_names_apply_and_sweep(tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(save_tiny(tmp_path / "xl", "sdxl"))
+    pipe.set_progress_bar_config(disable=True)
+    path = write_kohya_for(tmp_path / "xl_lora.safetensors", pipe)
+    frame = lora.read(path, pipe)
+    assert frame.attrs["unmatched"] == [] and frame.attrs["family"] == "demo_sdxl"
+    assert sorted(frame["block"]) == ["BASE", "BASE", "IN04", "OUT00"]
+    assert sorted(frame["component"].unique()) == ["text_encoder", "text_encoder_2", "unet"]
+    assert lora.block_names(pipe) == ["BASE", "IN04", "IN05", "MID", "OUT00", "OUT01", "OUT02"]
+    strengths = [0.0, 1.0]
+    batched = lora.sweep(pipe, path, strengths, "a cat", seed=1, steps=STEPS)
+    looped = lora.sweep(pipe, path, strengths, "a cat", seed=1, steps=STEPS, batched=False)
+    for a, b in zip(batched, looped, strict=True):
+        assert np.abs(np.asarray(a).astype(int) - np.asarray(b)).max() <= 2
+    assert np.abs(np.asarray(batched[0]).astype(int) - np.asarray(batched[1])).max() > 0
+    base = lora.sweep(pipe, path, [0.0], "a cat", seed=1, steps=STEPS)[0]
+    assert np.abs(np.asarray(base).astype(int) - np.asarray(batched[0])).max() <= 2
+    assert type(pipe.text_encoder_2.get_submodule("text_model.encoder.layers.1.mlp.fc1")) is torch.nn.Linear
