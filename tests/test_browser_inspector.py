@@ -1,0 +1,55 @@
+"""The inspector panel in a real browser: notebook 02 run in JupyterLab, driven by Playwright."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.browser import TOKEN, run_all_cells
+
+NOTEBOOK = "02_what_is_this_file.ipynb"
+
+
+@pytest.mark.browser
+def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output_dir):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    # On a loaded machine JupyterLab sometimes asks for a kernel before its kernel list arrives;
+    # the notebook names python3, so accept the proposed one.
+    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    page.add_locator_handler(
+        kernel_dialog, lambda dialog: dialog.locator("button", has_text="Select").click())
+    # A workspace of its own, reset: notebooks other tests opened are not restored beside this
+    # one (two open notebooks make the run-all helper wait on the hidden one).
+    page.goto(f"{lab_url}/lab/workspaces/inspector/tree/{NOTEBOOK}?reset&token={TOKEN}")
+    run_all_cells(page)
+    # the exercise's check is the last cell: once it printed, the kernel is free to answer clicks
+    page.get_by_text("Right: the LoKr").wait_for(state="attached", timeout=300_000)
+    panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Model file inspector"))
+    panel.last.wait_for(state="visible", timeout=180_000)
+    panel = panel.last
+    panel.locator(".labkit-summary").wait_for(state="visible", timeout=60_000)
+    assert "lora" in panel.locator(".labkit-summary").inner_text()
+
+    panel.locator(".lm-TabBar-tab", has_text="Tensors").click()
+    count = panel.locator("i", has_text=re.compile(r"\d+ of \d+ tensors"))
+    before = count.inner_text()
+    shown, total = map(int, re.findall(r"\d+", before.replace(",", ""))[:2])
+    assert shown == total
+    panel.locator("input[placeholder^='filter names']").fill("attn2")
+    panel.locator("input[placeholder^='filter names']").press("Enter")
+    page.wait_for_function(
+        "([el, before]) => el.textContent !== before",
+        arg=[count.element_handle(), before], timeout=30_000)
+    after = count.inner_text()
+    assert 0 < int(after.split()[0].replace(",", "")) < total
+    assert "attn2" in panel.locator(".labkit-tensors").inner_text()
+
+    panel.locator(".lm-TabBar-tab", has_text="Hashes").click()
+    panel.locator("button.jupyter-button", has_text="Compute hashes").click()
+    sha = panel.locator(".labkit-summary th", has_text="SHA256")
+    sha.wait_for(state="visible", timeout=60_000)
+    assert re.search(r"\b[0-9A-F]{64}\b", panel.locator(".labkit-summary").last.inner_text())
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(output_dir / "browser_inspector.png"))
+    page.close()
