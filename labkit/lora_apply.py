@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -213,9 +214,24 @@ def _load_peft(pipe: Any, adapter: Adapter, name: str) -> None:
             type(pipe).load_lora_into_unet(part, None, pipe.unet, adapter_name=name,
                                            metadata=metadata, _pipeline=pipe)
         else:  # transformers' own loader: diffusers' guesses the key style and can miss
-            getattr(pipe, component).load_adapter(
-                adapter_name=name, peft_config=LoraConfig(**config),
-                adapter_state_dict={k[len(component) + 1:]: v for k, v in part.items()})
+            with _no_transformers_bars():
+                getattr(pipe, component).load_adapter(
+                    adapter_name=name, peft_config=LoraConfig(**config),
+                    adapter_state_dict={k[len(component) + 1:]: v for k, v in part.items()})
+
+
+@contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    """transformers' "Loading weights" bar off for a few tensors (it clutters notebooks)."""
+    from transformers.utils import logging
+
+    was_on = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            logging.enable_progress_bar()
 
 
 def _peft_patches(pipe: Any, adapter: Adapter, name: str) -> list[Patch]:
