@@ -128,9 +128,7 @@ class Handle:
 def block_names(pipe: Any) -> list[str]:
     """The blocks block weights name, in the LoRA Block Weight order: BASE, then the blocks
     with attention (17 for SD1, 12 for SDXL)."""
-    targets = K.pipeline_targets(pipe)
-    with_attention = {t.block for t in targets.by_prefix.values() if ".attentions." in t.module}
-    return ["BASE", *(b for b in targets.blocks if b in with_attention)]
+    return K.weight_blocks(K.pipeline_targets(pipe))
 
 
 def resolve_block_weights(pipe: Any, weights: BlockWeights) -> dict[str, float] | None:

@@ -111,6 +111,13 @@ class FileModule:
         return next((kind for role, kind in KINDS if role in self.keys), "unknown")
 
 
+def weight_blocks(targets: Targets) -> list[str]:
+    """The blocks a LoRA Block Weight list names, in order: BASE (the text encoders), then the
+    UNet blocks that hold attention (17 for SD1, 12 for SDXL)."""
+    with_attention = {t.block for t in targets.by_prefix.values() if ".attentions." in t.module}
+    return ["BASE", *(b for b in targets.blocks if b in with_attention)]
+
+
 def split_key(key: str) -> tuple[str, str] | None:
     """(module prefix, role) of an adapter key, None when no adapter suffix ends it."""
     for suffix, role in _ROLES_LONGEST_FIRST:

@@ -26,6 +26,7 @@ def test_real_kohya_tables_map_completely(layout, family, blocks):
     assert sum(len(m.keys) for m, _ in adapter.matched) == len(table)
     labels = Counter(t.block for _, t in adapter.matched)
     assert sorted(labels, key=blocks.index) == blocks  # the LoRA Block Weight lists: 17 and 12
+    assert K.weight_blocks(K.family_targets(family)) == blocks
 
 
 def test_sdxl_original_block_names_reach_the_diffusers_modules():
