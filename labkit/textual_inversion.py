@@ -174,11 +174,12 @@ def load_textual_inversion(pipe: Any, path: str | Path | TextualInversion,
                 f"the token {taken[0]!r} is already in the pipeline's {tok_name}.", ti.path,
                 hint="Unload it first (unload_textual_inversion), or pass another token=.")
     for tok_name, enc in _encoders(pipe):
-        vectors = ti.vectors[enc].to(getattr(pipe, enc).dtype)
+        encoder = getattr(pipe, enc)
+        vectors = ti.vectors[enc].to(device=encoder.device, dtype=encoder.dtype)
         try:
             pipe.load_textual_inversion({word: vectors}, token=word,
                                         tokenizer=getattr(pipe, tok_name),
-                                        text_encoder=getattr(pipe, enc))
+                                        text_encoder=encoder)
         except ValueError as e:
             raise IncompatibleModelError(f"diffusers could not load it: {e}", ti.path) from None
     return word
