@@ -16,6 +16,7 @@ from labkit.panels.generate import MAX_SEED, PATH_CHOICE, demo_checkpoints, png_
 NO_EMBEDDING = "(none)"
 NEAREST_K = 8
 TOKEN_COLUMNS = ["position", "id", "token", "kind", "norm"]
+PAIR_PX = 192  # small demo images are shown enlarged
 
 
 def _demo(kind: str) -> list[str]:
@@ -159,7 +160,8 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
         images = embeddings.with_and_without(pipe(), ti, pair_prompt.value.replace(
             "{token}", ti.token), seed=seed.value, steps=steps.value, progress=False)
         pair.value = png_bytes(image_grid([images["without"], images["with"]], 1, 2,
-                                          col_labels=["without", f"with {ti.token}"]))
+                                          col_labels=["without", f"with {ti.token}"],
+                                          cell_px=max(PAIR_PX, images["with"].width)))
         status.value = f"seed {seed.value}, {steps.value} steps"
 
     def on_prompt(_: Any) -> None:
