@@ -39,6 +39,12 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def show(target: widgets.Image, image: Image.Image) -> None:
+    """Put an image into an Image widget at its own pixel size."""
+    target.value = png_bytes(image)
+    target.width, target.height = str(image.width), str(image.height)
+
+
 def _model_path(choice: str, typed: str) -> Path:
     if typed.strip():
         return Path(typed.strip()).expanduser()
@@ -77,10 +83,13 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     button = widgets.Button(description="Generate", icon="paint-brush", button_style="primary")
     bar = widgets.IntProgress(value=0, min=0, max=1, description="Denoising")
     status = widgets.HTML()
+    status.add_class("labkit-generate-status")
     error = widgets.HTML()
     error.add_class("labkit-error-box")
     images = widgets.Image(format="png")
+    images.add_class("labkit-generated")
     strip = widgets.Image(format="png")
+    strip.add_class("labkit-denoising-strip")
     out = widgets.Output()
 
     def on_dice(_: widgets.Button) -> None:
@@ -99,7 +108,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
 
         def on_preview(_step: int, image: Image.Image) -> None:
             previews.append(image)
-            strip.value = png_bytes(image_grid(previews, 1, len(previews), cell_px=STRIP_CELL_PX))
+            show(strip, image_grid(previews, 1, len(previews), cell_px=STRIP_CELL_PX))
 
         status.value = "<i>Denoising...</i>"
         bar.value = 0
@@ -109,8 +118,8 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
             n_images=count.value, preview_every=max(1, steps.value // N_PREVIEWS),
             on_preview=on_preview, on_step=on_step, progress=False)
         w, h = result[0].size
-        images.value = png_bytes(image_grid(result, 1, len(result),
-                                            cell_px=MIN_CELL_PX if w < MIN_CELL_PX else None))
+        show(images, image_grid(result, 1, len(result),
+                                cell_px=MIN_CELL_PX if w < MIN_CELL_PX else None))
         status.value = (f"{len(result)} image(s), {w}x{h}, seed {seed.value}, {steps.value} "
                         f"steps of {scheduler.value}")
 
