@@ -152,7 +152,7 @@ def _state_dict_file(path: Path, folder: Path) -> Path:
 
 
 def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
-           prediction: str | None) -> diffusers.DiffusionPipeline:
+           prediction: str | None, ema: bool) -> diffusers.DiffusionPipeline:
     # The lab ships no safety checker; saying so up front spares a page-long warning.
     extra = ({"requires_safety_checker": False}
              if "requires_safety_checker" in inspect.signature(cls.__init__).parameters else {})
@@ -165,16 +165,17 @@ def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
         if model.format == "pickle" or model.path.suffix.lower() in PICKLE_SUFFIXES:
             weights = _state_dict_file(model.path, Path(tmp))
         return cls.from_single_file(str(weights), config=str(folder), dtype=dtype,
-                                    local_files_only=True, **extra)
+                                    local_files_only=True, extract_ema=ema, **extra)
 
 
 def load_pipeline(path: str | Path, device: str = "auto", dtype: str = "auto",
                   progress: bool = True, config: str | Path | None = None,
-                  prediction: str | None = None) -> diffusers.DiffusionPipeline:
+                  prediction: str | None = None, ema: bool = True) -> diffusers.DiffusionPipeline:
     """A diffusers pipeline from a checkpoint file or diffusers folder, offline.
 
     `config` overrides the config folder for a single file; `prediction` ("epsilon" or
-    "v_prediction") overrides the guess for SD 2.x files. Raises NotAModelError (missing or not
+    "v_prediction") overrides the guess for SD 2.x files; `ema` takes the UNet from a file's
+    `model_ema.` copy when it has one (the weights released for inference). Raises NotAModelError (missing or not
     a model), CorruptFileError, UnsafeFileError (a pickle outside the allowlist) and
     IncompatibleModelError (not a full checkpoint of a family the lab runs).
     """
@@ -190,7 +191,7 @@ def load_pipeline(path: str | Path, device: str = "auto", dtype: str = "auto",
     cls = getattr(diffusers, model_configs.pipeline_class_name(ident.base, ident.kind))
     _say(f"{model.path.name}: {ident.kind} of base {ident.base} -> {cls.__name__}", progress)
     try:
-        pipe = _build(cls, model, choice.dtype, config, prediction)
+        pipe = _build(cls, model, choice.dtype, config, prediction, ema)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise IncompatibleModelError(
             f"diffusers could not build a {cls.__name__} from it ({type(e).__name__}: {e}).",

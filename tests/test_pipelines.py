@@ -61,6 +61,20 @@ def test_every_form_gives_the_same_image(forms, family, cls):
         assert np.abs(_image(pipe) - reference).mean() < 1.0, form
 
 
+def test_the_unet_comes_from_the_ema_copy_unless_asked_otherwise(forms, tmp_path):
+    f = forms["sd1"]
+    other = save_tiny(tmp_path / "ema", "sd1", seed=1)
+    ckpt = convert.folder_to_single_file(f["folder"], tmp_path / "with_ema.ckpt", include_ema=other)
+    raw = pipelines.load_pipeline(f["folder"], progress=False)
+    mixed = pipelines.load_pipeline(f["folder"], progress=False)
+    mixed.unet = pipelines.load_pipeline(other, progress=False).unet
+    ema = pipelines.load_pipeline(ckpt, config=f["folder"], progress=False)
+    no_ema = pipelines.load_pipeline(ckpt, config=f["folder"], progress=False, ema=False)
+    assert np.abs(_image(ema) - _image(mixed)).mean() < 1.0
+    assert np.abs(_image(no_ema) - _image(raw)).mean() < 1.0
+    assert np.abs(_image(ema) - _image(raw)).mean() > 1.0
+
+
 def test_the_class_comes_from_the_tensors_not_the_name(forms, tmp_path):
     misleading = tmp_path / "sd15-pruned-emaonly.safetensors"
     misleading.write_bytes(forms["sdxl"]["safetensors"].read_bytes())
