@@ -2,7 +2,8 @@
 over `set_adapters` per strength, on the demo model (a tiny random model when the demo world is
 not built), same seed and noise, 20 steps.
 
-Run: .venv/bin/python benchmarks/bench_lora.py
+Run: .venv/bin/python benchmarks/bench_lora.py [--threads N]
+(torch's thread count; on a busy shared CPU one thread avoids hand-off stalls)
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> int:
     from labkit import lora
     from labkit.lora_sweep import image_size
 
+    if "--threads" in sys.argv:
+        torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
     with tempfile.TemporaryDirectory() as tmp:
         pipe, path, what = _world(Path(tmp))
         pipe.set_progress_bar_config(disable=True)
