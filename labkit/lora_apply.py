@@ -190,6 +190,8 @@ def _peft_config(rows: list[tuple[str, int, float]]) -> dict[str, Any]:
 
 def _load_peft(pipe: Any, adapter: Adapter, name: str) -> None:
     """Load the plain LoRA modules through diffusers, in PEFT naming with exact ranks/alphas."""
+    from peft import LoraConfig
+
     state: dict[str, torch.Tensor] = {}
     rows: dict[str, list[tuple[str, int, float]]] = {}
     for module, target in adapter.matched:
@@ -202,8 +204,6 @@ def _load_peft(pipe: Any, adapter: Adapter, name: str) -> None:
         rank = int(t["down"].shape[0])
         rows.setdefault(target.component, []).append(
             (target.module, rank, float(t["alpha"]) if "alpha" in t else float(rank)))
-    from peft import LoraConfig
-
     for component, component_rows in rows.items():
         config = _peft_config(component_rows)
         part = {k: v for k, v in state.items() if k.startswith(f"{component}.")}
@@ -249,8 +249,7 @@ def _delta_patches(pipe: Any, adapter: Adapter) -> list[Patch]:
         layer = _component(pipe, target).get_submodule(target.module)
         layer = getattr(layer, "base_layer", layer)  # beside any peft wrapper, which may go first
         t = adapter.tensors(module)
-        kind = "lora" if module.kind in ("lora", "locon") else module.kind
-        delta = M.delta(kind, t).to(layer.weight.device)
+        delta = M.delta(module.kind, t).to(layer.weight.device)
         bias = t["diff_b"].float().to(layer.weight.device) if "diff_b" in t else None
         patches.append(DeltaPatch(layer, delta, bias, target.block))
     return patches
