@@ -9,6 +9,7 @@ are read by labkit.safety only and handed to diffusers as a temporary .safetenso
 from __future__ import annotations
 
 import inspect
+import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -39,8 +40,9 @@ from labkit.sampling import (
 # Making images lives in labkit.sampling; its public names are offered here too.
 __all__ = [
     "SCHEDULERS", "MemoryPlan", "cached_pipeline", "compare_schedulers", "components_table",
-    "decode_latents", "denoise_steps", "encode_image", "generate", "latent_channels",
-    "demo_config", "load_pipeline", "memory_plan", "model_bytes", "native_size", "place", "set_scheduler",
+    "decode_latents", "demo_config", "denoise_steps", "encode_image", "generate",
+    "latent_channels", "load_pipeline", "memory_plan", "model_bytes", "native_size", "place",
+    "set_scheduler",
 ]
 
 # Free memory must exceed the weights by this factor for a whole pipeline on the GPU (the
@@ -48,7 +50,6 @@ __all__ = [
 GPU_HEADROOM = 1.5
 GPU_SLICING = 1.05
 PIPELINE_CACHE_SIZE = 2
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 DEMO_BASES = ("demo_sd1", "demo_sdxl")
 
@@ -61,13 +62,13 @@ class MemoryPlan:
     reason: str
 
 
-def memory_plan(free_bytes: int, model_bytes: int) -> MemoryPlan:
-    """Decide how to place a model of `model_bytes` on a GPU with `free_bytes` free."""
+def memory_plan(free_bytes: int, weight_bytes: int) -> MemoryPlan:
+    """Decide how to place `weight_bytes` of weights on a GPU with `free_bytes` free."""
     gib = 1024**3
-    have = f"{free_bytes / gib:.1f} GiB free for {model_bytes / gib:.1f} GiB of weights"
-    if free_bytes >= model_bytes * GPU_HEADROOM:
+    have = f"{free_bytes / gib:.1f} GiB free for {weight_bytes / gib:.1f} GiB of weights"
+    if free_bytes >= weight_bytes * GPU_HEADROOM:
         return MemoryPlan("gpu", f"the whole pipeline fits on the GPU ({have})")
-    if free_bytes >= model_bytes * GPU_SLICING:
+    if free_bytes >= weight_bytes * GPU_SLICING:
         return MemoryPlan("attention_slicing",
                           f"the weights fit but little is left for activations ({have}): "
                           "attention is computed in slices (slower, less memory)")
@@ -151,6 +152,25 @@ def _state_dict_file(path: Path, folder: Path) -> Path:
     return out
 
 
+def _safetensors_path(model: Any, tmp: Path) -> Path:
+    """A path diffusers reads with safetensors (it picks its reader by the suffix): the file
+    itself, a .safetensors link to it, or a pickle's tensors rewritten."""
+    if model.format == "pickle":
+        return _state_dict_file(model.path, tmp)
+    if model.format != "safetensors":
+        raise IncompatibleModelError(
+            f"a {model.format} file cannot be loaded as a whole pipeline.", model.path,
+            hint="Give a full checkpoint as .safetensors, .ckpt or a diffusers folder.")
+    if model.path.suffix == ".safetensors":
+        return model.path
+    link = tmp / f"{model.path.stem}.safetensors"
+    try:
+        link.symlink_to(model.path.resolve())
+    except OSError:  # no symlinks (Windows without the privilege): copy
+        shutil.copyfile(model.path, link)
+    return link
+
+
 def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
            prediction: str | None, ema: bool) -> diffusers.DiffusionPipeline:
     # The lab ships no safety checker; saying so up front spares a page-long warning.
@@ -160,12 +180,10 @@ def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
         return cls.from_pretrained(str(model.path), dtype=dtype, local_files_only=True,
                                    **extra)
     folder = Path(config) if config is not None else _config_for(model, prediction)
-    with tempfile.TemporaryDirectory(prefix="labkit-") as tmp:
-        weights = model.path
-        if model.format == "pickle" or model.path.suffix.lower() in PICKLE_SUFFIXES:
-            weights = _state_dict_file(model.path, Path(tmp))
-        return cls.from_single_file(str(weights), config=str(folder), dtype=dtype,
-                                    local_files_only=True, extract_ema=ema, **extra)
+    # (a mapped file cannot be deleted on Windows: leave that to the system's temp cleanup)
+    with tempfile.TemporaryDirectory(prefix="labkit-", ignore_cleanup_errors=True) as tmp:
+        return cls.from_single_file(str(_safetensors_path(model, Path(tmp))), config=str(folder),
+                                    dtype=dtype, local_files_only=True, extract_ema=ema, **extra)
 
 
 def load_pipeline(path: str | Path, device: str = "auto", dtype: str = "auto",

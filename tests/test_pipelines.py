@@ -96,6 +96,17 @@ def test_loading_never_touches_the_network(forms, monkeypatch):
             assert pipelines.generate(pipe, "x", **FAST), (family, form)
 
 
+def test_the_reader_follows_the_content_not_the_suffix(forms, tmp_path):
+    f = forms["sd1"]
+    reference = _image(pipelines.load_pipeline(f["folder"], progress=False))
+    for src, name in ((f["safetensors"], "really_safetensors.ckpt"),
+                      (f["ckpt"], "really_pickle.safetensors")):
+        renamed = tmp_path / name
+        renamed.write_bytes(src.read_bytes())
+        pipe = pipelines.load_pipeline(renamed, config=f["folder"], progress=False)
+        assert np.abs(_image(pipe) - reference).mean() < 1.0, name
+
+
 def test_a_pickle_is_scanned_before_anything_runs(tmp_path):
     canary = tmp_path / "canary"
     evil = next(e for e in hostile_entries(str(canary)) if e.name == "zip_data_pkl.ckpt")
