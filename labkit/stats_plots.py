@@ -22,6 +22,7 @@ DTYPE_COLOURS = {"F32": "#1e88e5", "F16": "#43a047", "BF16": "#8bc34a", "F64": "
                  "I64": "#fb8c00", "I32": "#ffb74d"}
 OTHER_COLOUR = "#9e9e9e"
 HIST_BINS = 100
+LOG_FROM = 100  # a histogram's counts go on a log scale when its tallest bar is higher than this
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
@@ -81,7 +82,8 @@ def block_figure(table: pd.DataFrame) -> Figure:
 
 def histogram_figure(tensor: torch.Tensor, name: str = "", bins: int = HIST_BINS,
                      log: bool = True) -> Figure:
-    """The distribution of one tensor's finite values, with its mean and +-1 std marked."""
+    """The distribution of one tensor's finite values, with its mean and +-1 std marked (counts
+    on a log scale when `log` and the tallest bar is over LOG_FROM)."""
     values = tensor.detach().reshape(-1).to(torch.float32)
     values = values[torch.isfinite(values)]
     fig, (ax,) = _figure(6.5, 3.2)
@@ -96,7 +98,7 @@ def histogram_figure(tensor: torch.Tensor, name: str = "", bins: int = HIST_BINS
         for x, style in ((figures["mean"], "-"), (figures["mean"] - figures["std"], "--"),
                          (figures["mean"] + figures["std"], "--")):
             ax.axvline(x, color="#c62828", linestyle=style, linewidth=1)
-        if log:
+        if log and counts.max() > LOG_FROM:
             ax.set_yscale("log")
     ax.set_xlabel("value")
     ax.set_ylabel("count")

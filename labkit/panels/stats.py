@@ -3,6 +3,7 @@ compared tensor by tensor and block by block."""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ STATS_SORT = ("name", "component", "block", "dtype", "numel", "bytes", "mean", "
               "l2_norm", "zero_fraction", "nan_count", "inf_count")
 COMPARE_SORT = ("name", "block", "status", "max_abs_diff", "rel_diff", "cosine")
 MAX_ROWS = 300
+SCROLL = {"max_height": "360px", "overflow": "auto"}  # long tables scroll inside the panel
 HINT = "<i>Pick a demo file or type a path, then click Compute.</i>"
 
 
@@ -82,20 +84,26 @@ class StatsPanel:
         self.filter = widgets.Text(placeholder="filter names (substring or regex)",
                                    description="Filter", continuous_update=False)
         self.sort = widgets.Dropdown(options=STATS_SORT, value="name", description="Sort by")
-        self.ascending = widgets.ToggleButton(value=True, description="ascending",
-                                              icon="sort-amount-asc")
+        self.ascending = widgets.ToggleButtons(options=[("ascending", True), ("descending", False)],
+                                               value=True, style={"button_width": "90px"})
         self.count = widgets.HTML(HINT)
-        self.rows = widgets.HTML()
+        self.rows = widgets.HTML(layout=SCROLL)
         self.tensor = widgets.Dropdown(options=[], description="Tensor",
                                        layout=widgets.Layout(width="70%"))
         self.histogram = widgets.Image(format="png")
+        self.histogram_of = widgets.HTML()
         self.summary = widgets.HTML()
         self.figures = widgets.Image(format="png")
         self.compare_count = widgets.HTML("<i>Give a second model to compare.</i>")
-        self.compare_rows = widgets.HTML()
+        self.compare_rows = widgets.HTML(layout=SCROLL)
         self.compare_figure = widgets.Image(format="png")
+        for part, name in ((self.rows, "rows"), (self.histogram, "histogram"),
+                           (self.histogram_of, "histogram-of"),
+                           (self.compare_count, "compare-count"), (self.compare_rows, "compare-rows")):
+            part.add_class(f"labkit-stats-{name}")
         self.tabs = widgets.Tab(children=[
-            widgets.VBox([self.count, self.rows, self.tensor, self.histogram]),
+            widgets.VBox([self.count, self.rows, self.tensor, self.histogram_of,
+                          self.histogram]),
             widgets.VBox([self.summary, self.figures]),
             widgets.VBox([self.compare_count, self.compare_figure, self.compare_rows])])
         for i, title in enumerate(("Tensors", "Components and blocks", "Compare")):
@@ -172,14 +180,15 @@ class StatsPanel:
         self.compare_rows.value = table_html(shown(rows), max_rows=MAX_ROWS)
 
     def show_histogram(self) -> None:
-        """The histogram of the tensor picked in the dropdown."""
+        """The histogram of the tensor picked in the dropdown, its name above it."""
         name = self.tensor.value
+        self.histogram.value, self.histogram_of.value = b"", ""
         if self.model is None or not name:
-            self.histogram.value = b""
             return
         tensor = run_into(self.out, self.error, lambda: self.model.tensor(name))
         if tensor is not None:
             self.histogram.value = stats_plots.to_png(stats_plots.histogram_figure(tensor, name))
+            self.histogram_of.value = f"<i>values of</i> <code>{html.escape(name)}</code>"
 
 
 def stats_panel(path: str | None = None, other: str | None = None) -> widgets.Widget:

@@ -46,6 +46,7 @@ def test_compute_shows_the_table_and_a_histogram(files):
     before = bytes(panel.histogram.value)
     panel.tensor.value = NORM
     assert is_png(panel.histogram) and bytes(panel.histogram.value) != before
+    assert NORM in panel.histogram_of.value
 
 
 def test_filter_and_sort_drive_the_rows(files):

@@ -1,0 +1,77 @@
+"""The stats panel in a real browser: notebook 06 run in JupyterLab, driven by Playwright."""
+
+from __future__ import annotations
+
+import re
+from contextlib import suppress
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from tests.browser import TOKEN, run_all_cells
+
+NOTEBOOK = "06_tensor_statistics.ipynb"
+
+
+def number(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", text.replace(",", ""))]
+
+
+@pytest.mark.browser
+def test_stats_panel_filters_sorts_draws_and_compares(lab_url, chromium, output_dir):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1100})
+    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    page.add_locator_handler(
+        kernel_dialog, lambda dialog: dialog.locator("button", has_text="Select").click())
+    page.goto(f"{lab_url}/lab/workspaces/stats/tree/{NOTEBOOK}?reset&token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    with suppress(PlaywrightTimeout):  # the dialog can come before the handler sees it
+        kernel_dialog.locator("button", has_text="Select").click(timeout=10_000)
+    run_all_cells(page)
+    # the exercise's check is the last cell: once it printed, the kernel is free for the panel
+    page.get_by_text("Not answered yet").wait_for(state="attached", timeout=300_000)
+    panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Tensor statistics"))
+    panel.last.wait_for(state="visible", timeout=120_000)
+    panel = panel.last
+    panel.scroll_into_view_if_needed()
+
+    count = panel.locator("i", has_text=re.compile(r"\d+ of \d+ tensors"))
+    count.wait_for(state="visible", timeout=60_000)
+    shown, total = number(count.inner_text())[:2]
+    assert shown == total > 100
+    before = count.inner_text()
+    filter_box = panel.locator("input[placeholder^='filter names']")
+    filter_box.fill("attn2")
+    filter_box.press("Enter")
+    page.wait_for_function("([el, before]) => el.textContent !== before",
+                           arg=[count.element_handle(), before], timeout=30_000)
+    assert 0 < number(count.inner_text())[0] < total
+    rows = panel.locator(".labkit-stats-rows")
+    assert "attn2" in rows.inner_text()
+
+    first_row = rows.locator("tbody tr").first.inner_text()
+    panel.locator(".widget-dropdown", has_text="Sort by").locator("select").select_option("abs_max")
+    panel.locator(".widget-toggle-button", has_text="descending").click()
+    page.wait_for_function("([el, before]) => el.querySelector('tbody tr').innerText !== before",
+                           arg=[rows.element_handle(), first_row], timeout=30_000)
+
+    image = panel.locator(".labkit-stats-histogram")
+    caption = panel.locator(".labkit-stats-histogram-of")
+    tensor_select = panel.locator(".widget-dropdown", has_text="Tensor").locator("select")
+    second = tensor_select.locator("option").nth(1).get_attribute("value")
+    tensor_select.select_option(second)
+    page.wait_for_function("([el, name]) => el.textContent.endsWith(name)",
+                           arg=[caption.element_handle(), second], timeout=60_000)
+    page.wait_for_function("el => el.naturalWidth > 100", arg=image.element_handle(),
+                           timeout=30_000)
+
+    panel.locator(".lm-TabBar-tab", has_text="Compare").click()
+    counts = panel.locator(".labkit-stats-compare-count")
+    counts.wait_for(state="visible", timeout=30_000)
+    assert re.search(r"(equal|close): \d+", counts.inner_text())
+    assert "different" not in counts.inner_text()
+    panel.locator(".labkit-stats-compare-rows").scroll_into_view_if_needed()
+    panel.locator(".lm-TabBar-tab", has_text="Tensors").click()
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(output_dir / "browser_stats.png"))
+    page.close()
