@@ -7,6 +7,8 @@ first use of a name that needs them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
@@ -21,11 +23,6 @@ _LAZY_NAMES = {
     "pick_device": "labkit.device",
     "LabkitError": "labkit.errors",
 }
-_SUBMODULES = {
-    "cli", "convert", "device", "embeddings", "errors", "files", "hashes", "identify", "inventory",
-    "layouts", "lora", "metadata", "panels", "pipelines", "plots", "safety", "setup_check", "stats",
-    "tensors", "zoo",
-}
 
 __all__ = sorted(_LAZY_NAMES)
 
@@ -33,10 +30,11 @@ __all__ = sorted(_LAZY_NAMES)
 def __getattr__(name: str) -> Any:
     if name in _LAZY_NAMES:
         return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
-    if name in _SUBMODULES:
+    if not name.startswith("_") and importlib.util.find_spec(f"labkit.{name}") is not None:
         return importlib.import_module(f"labkit.{name}")
     raise AttributeError(f"module 'labkit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_NAMES) | _SUBMODULES)
+    modules = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return sorted(set(globals()) | set(_LAZY_NAMES) | modules)
