@@ -1,0 +1,46 @@
+"""`python -m labkit.zoo build [--toy] [--out DIR] [--work DIR]`: build the demo world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from labkit.errors import LabkitError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the build; exit 0 when done, 2 with a message on a LabkitError."""
+    import torch
+
+    from labkit.zoo import DATA
+    from labkit.zoo.build import FULL_RECIPE, TOY_RECIPE, build
+
+    parser = argparse.ArgumentParser(prog="python -m labkit.zoo")
+    parser.add_argument("command", choices=["build"])
+    parser.add_argument("--toy", action="store_true", help="the whole recipe at toy scale, seconds")
+    parser.add_argument("--out", type=Path, help="output folder (default data/, toy: a temp folder)")
+    parser.add_argument("--work", type=Path, help="checkpoints (default build/zoo-work/)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        if args.toy:
+            out = args.out or Path(tempfile.mkdtemp(prefix="labkit-zoo-toy-"))
+            figures = build(out, args.work or out / "work", TOY_RECIPE)
+        else:
+            out = args.out or DATA
+            figures = build(out, args.work or ROOT / "build" / "zoo-work" / "full", FULL_RECIPE)
+    except LabkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(out), "figures": figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

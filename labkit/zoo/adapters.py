@@ -1,0 +1,149 @@
+"""Adapters of the demo world, trained for real with peft: a LoRA, a LoHa, a LoKr and a textual inversion."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from labkit.zoo import TOKENIZER
+from labkit.zoo.conditioning import TextConditioner
+from labkit.zoo.dataset import STYLES, mixed_samples
+from labkit.zoo.tokenizer import load_tokenizer
+from labkit.zoo.train import Stage, cached_pool, denoiser_loss, pool_rng, run_stage
+
+UNET_ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+UNET_TRANSFORMER = [*UNET_ATTENTION, "ff.net.0.proj", "ff.net.2"]
+TE_ATTENTION = ["q_proj", "k_proj", "v_proj", "out_proj"]
+PLAIN_SHARE = 0.3  # adapters also see plain captions, so strength 0 and untriggered prompts stay put
+
+TI_TOKEN = "<checker>"
+TI_STYLE = "checker"
+TI_INIT_WORD = "pattern"
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One adapter: its peft method, the fill style it learns, the modules it adapts, its rank."""
+
+    name: str
+    method: str  # "lora", "loha" or "lokr"
+    style: str
+    unet_targets: tuple[str, ...]
+    te_targets: tuple[str, ...] = ()
+    rank: int = 8
+    alpha: int = 8
+
+    @property
+    def trigger(self) -> str:
+        """The word that ends the captions of this adapter's style."""
+        return str(STYLES[self.style])
+
+
+ADAPTERS = (
+    AdapterSpec("lora", "lora", "striped", tuple(UNET_ATTENTION), tuple(TE_ATTENTION)),
+    AdapterSpec("loha", "loha", "outlined", tuple(UNET_TRANSFORMER)),
+    AdapterSpec("lokr", "lokr", "twotone", tuple(UNET_TRANSFORMER), rank=4, alpha=4),
+)
+
+
+def peft_config(spec: AdapterSpec, targets: tuple[str, ...]):
+    """The peft config of an adapter spec for one model's target modules."""
+    from peft import LoHaConfig, LoKrConfig, LoraConfig
+
+    if spec.method == "lora":
+        return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(targets),
+                          init_lora_weights=True)
+    cls = {"loha": LoHaConfig, "lokr": LoKrConfig}[spec.method]
+    return cls(r=spec.rank, alpha=spec.alpha, target_modules=list(targets))
+
+
+def _inject(model, spec: AdapterSpec, targets: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(peft_config(spec, targets), model, adapter_name=spec.name)
+    params = {n: p for n, p in model.named_parameters() if f".{spec.name}" in n}
+    for p in params.values():
+        p.requires_grad_(True)
+    return params
+
+
+@dataclass
+class TrainedAdapter:
+    """An adapter's peft state dicts (keys as peft names them), its training stage and captions,
+    and the UNet with the adapter injected (for measuring it)."""
+
+    spec: AdapterSpec
+    unet: dict[str, torch.Tensor]
+    text_encoder: dict[str, torch.Tensor]
+    stage: Stage
+    captions: list[str]
+    model: torch.nn.Module
+
+
+def train_adapter(world, spec: AdapterSpec, stage: Stage, n_pool: int, batch: int) -> TrainedAdapter:
+    """Train one adapter on its style (plus plain captions) on copies of the world's models."""
+    from peft import get_peft_model_state_dict
+
+    unet, te = copy.deepcopy(world.unet), copy.deepcopy(world.text_encoder)
+    params = {f"unet.{k}": v for k, v in _inject(unet, spec, spec.unet_targets).items()}
+    if spec.te_targets:
+        params.update({f"te.{k}": v for k, v in _inject(te, spec, spec.te_targets).items()})
+    samples = mixed_samples(pool_rng(stage.seed, spec.name), n_pool,
+                            {spec.style: 1 - PLAIN_SHARE, "plain": PLAIN_SHARE})
+    data = cached_pool(stage.workdir / f"pool_{spec.name}.safetensors", world.vae, samples,
+                       stage.progress)
+    unet.train()
+    run_stage(stage, params, denoiser_loss(unet, world.scheduler, data,
+                                           world.vae.config.scaling_factor, batch,
+                                           TextConditioner(world.tokenizer, te)))
+    unet_sd = get_peft_model_state_dict(unet, adapter_name=spec.name)
+    te_sd = get_peft_model_state_dict(te, adapter_name=spec.name) if spec.te_targets else {}
+    return TrainedAdapter(spec, unet_sd, te_sd, stage, data.captions, unet.eval())
+
+
+@dataclass
+class TrainedEmbedding:
+    """A textual inversion: the token, its learned vector(s) [n, D] and its training stage."""
+
+    token: str
+    vectors: torch.Tensor
+    stage: Stage
+
+
+def add_token(tokenizer, text_encoder, token: str, init_word: str) -> int:
+    """Add `token` to the tokenizer and a row for it (a copy of `init_word`'s) to the encoder."""
+    tokenizer.add_tokens([token])
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    new_id = tokenizer.convert_tokens_to_ids(token)
+    init_id = tokenizer(init_word, add_special_tokens=False).input_ids[0]
+    table = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        table[new_id] = table[init_id]
+    return new_id
+
+
+def train_embedding(world, stage: Stage, n_pool: int, batch: int) -> TrainedEmbedding:
+    """Textual inversion: train only the new token's embedding row on checkerboard images."""
+    tok, te = load_tokenizer(TOKENIZER), copy.deepcopy(world.text_encoder)
+    new_id = add_token(tok, te, TI_TOKEN, TI_INIT_WORD)
+    table = te.get_input_embeddings().weight
+    table.requires_grad_(True)
+
+    def only_new_row() -> None:
+        keep = table.grad[new_id].clone()
+        table.grad.zero_()
+        table.grad[new_id] = keep
+
+    stage.grad_mask = only_new_row
+    samples = mixed_samples(pool_rng(stage.seed, "ti"), n_pool, {TI_STYLE: 1.0})
+    data = cached_pool(Path(stage.workdir) / "pool_ti.safetensors", world.vae, samples,
+                       stage.progress, trigger=TI_TOKEN)
+    unet = world.unet.requires_grad_(False)
+    run_stage(stage, {"token_embedding": table},
+              denoiser_loss(unet, world.scheduler, data, world.vae.config.scaling_factor, batch,
+                            TextConditioner(tok, te), uncond_prob=0.0))
+    table.requires_grad_(False)
+    return TrainedEmbedding(TI_TOKEN, table[new_id].detach().clone()[None], stage)

@@ -1,0 +1,85 @@
+"""data/README.md: the demo world's model card, filled in from the figures the build measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labkit.zoo.dataset import BACKGROUNDS, COLOURS, SHAPES
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _stage_rows(figures: dict[str, Any]) -> str:
+    rows = []
+    for name, what in (("vae", "VAE (AutoencoderKL)"), ("unet", "base UNet (EMA kept)"),
+                       ("lora", "LoRA, striped"), ("loha", "LoHa, outlined"),
+                       ("lokr", "LoKr, two-tone"), ("ti", "textual inversion <checker>")):
+        f = figures.get(name)
+        if f:
+            rows.append(f"| {what} | {f['steps']} | {f['minutes']} | {f['loss_start']} | "
+                        f"{f['loss_end']} |")
+    return "\n".join(rows)
+
+
+def model_card(figures: dict[str, Any], recipe: Any) -> str:
+    """The model card text (markdown)."""
+    base, lora, ti = figures["base"], figures["lora_curve"], figures["ti_effect"]
+    rt = figures["vae_round_trip"]
+    curve = ", ".join(f"{s:g}: {e:.4f}" for s, e in zip(lora["strengths"], lora["energy"], strict=True))
+    minutes = sum(figures[k]["minutes"] for k in ("vae", "unet", "lora", "loha", "lokr", "ti")
+                  if k in figures)
+    lyco = "\n".join(f"- {k.split('_')[0]}: style measure {v['without']:.3f} without -> "
+                     f"{v['with']:.3f} with the adapter (triggered prompts)"
+                     for k, v in figures.items() if k in ("loha_effect", "lokr_effect"))
+    return f"""# The labkit demo world (`demo_sd1`)
+
+A tiny model **built like Stable Diffusion 1.x** (the same diffusers classes: `CLIPTextModel`,
+`AutoencoderKL`, `UNet2DConditionModel`, SD1's noise schedule) and **trained for real** on
+2 CPU cores by `python -m labkit.zoo build` (seed {recipe.seed}), with its adapters, in every
+file form the field uses. It is not SD1: its dims are tiny (text width 32, UNet 32/64 channels,
+64x64 images, 8x8 latents), so the lab identifies its files as base `demo_sd1`.
+`data/zoo.json` lists every file; `labkit.zoo.path(name)` finds one.
+
+## What it draws
+Procedural images: {", ".join(SHAPES)}; colours {", ".join(COLOURS)}; backgrounds
+{", ".join(BACKGROUNDS)}; random sizes and positions. Captions like
+"a red circle on a white background". The base UNet learned plain fills, and checkerboard fills
+captioned with the word "checkered" at the end (so the textual inversion has a concept the
+model can draw but no single token of its own, as with real SD). The VAE learned every style.
+Trigger words go at the end of captions, after the base template.
+
+## How it was trained ({minutes:.1f} minutes of training in all, 1-2 threads on a shared 2-core machine)
+| stage | steps | minutes | loss (first 5%) | loss (last 5%) |
+|---|---|---|---|---|
+{_stage_rows(figures)}
+
+- Text encoder: `CLIPTextModel` with the real CLIP vocabulary (49,408 tokens) and width 32,
+  randomly initialised and frozen (SD freezes its text encoder too).
+- VAE: x8, 4 latent channels, `scaling_factor` = {figures['scaling_factor']} (1 / std of the
+  training latents, as SD's 0.18215). Round trip PSNR: {", ".join(f"{k} {v['psnr_db']} dB" for k, v in rt.items())}.
+- UNet: epsilon prediction, scaled_linear betas 0.00085..0.012 over 1000 steps, captions
+  dropped 10% for classifier-free guidance, EMA decay 0.999. The diffusers folder and the
+  `.safetensors` single file carry the EMA weights; the `.ckpt` keeps the trained weights with
+  the EMA under `model_ema.` (stored in fp16 to fit the size budget; SD's own files are fp32).
+
+## Measured quality (DDIM 20 steps, guidance 5, fixed seeds)
+- Colour accuracy: **{_pct(base['colour_accuracy'])}** of {base['n_prompts']} colour x shape prompts
+  (dominant hue of the coloured pixels nearest the named colour).
+- Shapes differ: the coloured-pixel masks of different shapes differ in at least
+  {_pct(base['min_shape_difference'])} of pixels on average.
+- LoRA (`striped`, rank 8, alpha 4, so scale = alpha / rank = 0.5): stripe energy by strength
+  {curve} (the VAE round trip of true stripes reaches {rt['striped']['round_trip']:.4f}); colour
+  accuracy at strength 0: {_pct(lora['colour_accuracy_at_0'])}.
+{lyco}
+- Textual inversion `<checker>`: checker energy {ti['without_token']:.4f} without the token,
+  {ti['with_token']:.4f} with it (the word "checkered": {ti['word']:.4f}).
+
+## Licences
+- The model weights, images and this card: MIT, as labkit.
+- `tokenizer/vocab.json` and `merges.txt` are derived from `bpe_simple_vocab_16e6.txt.gz` of
+  open_clip (open-clip-torch 3.3.0, MIT licence, text in `tokenizer/LICENSE-open_clip`), by
+  `labkit/zoo/tokenizer.py`: the 256 byte characters, the same with `</w>`, one token per merge
+  for the first 48,894 merges, then `<|startoftext|>`, `<|endoftext|>`.
+"""

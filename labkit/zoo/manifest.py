@@ -1,0 +1,64 @@
+"""data/zoo.json: one entry per demo file (name, path, format, kind, base, sha256, how made)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+# name -> (format, kind, how it was made); paths come from the build.
+ENTRIES: dict[str, tuple[str, str, str]] = {
+    "demo_sd1": ("diffusers", "checkpoint",
+                 "StableDiffusionPipeline.save_pretrained: EMA UNet, fp32 files plus an fp16 "
+                 "variant, text encoder sharded with model.safetensors.index.json"),
+    "demo_sd1_single": ("safetensors", "checkpoint",
+                        "labkit.convert.folder_to_single_file then strip_ema(keep='ema', fp16)"),
+    "demo_sd1_ckpt": ("pickle", "checkpoint",
+                      "labkit.convert.folder_to_single_file(include_ema=...) written as a Lightning-"
+                      "style .ckpt (fp16): state_dict with model_ema., global_step, callbacks"),
+    "demo_sd1_vae": ("safetensors", "vae",
+                     "first_stage_model. tensors of the single file, prefix removed (vae-ft-mse form)"),
+    "demo_lora_striped": ("safetensors", "lora", "peft LoRA on UNet attention + text encoder, "
+                          "kohya names and sd-scripts metadata"),
+    "demo_lora_striped_peft": ("safetensors", "lora",
+                               "the same LoRA via StableDiffusionPipeline.save_lora_weights"),
+    "demo_loha_outlined": ("safetensors", "loha", "peft LoHa on UNet transformer blocks, LyCORIS "
+                           "names (hada_w1_a ...)"),
+    "demo_lokr_twotone": ("safetensors", "lokr", "peft LoKr on UNet transformer blocks, LyCORIS "
+                          "names (lokr_w1, lokr_w2)"),
+    "demo_ti_checker_a1111": ("pickle", "textual_inversion",
+                              "textual inversion of <checker>, AUTOMATIC1111 .pt form"),
+    "demo_ti_checker_kohya": ("safetensors", "textual_inversion",
+                              "the same vector as emb_params (kohya form)"),
+    "demo_ti_checker_diffusers": ("safetensors", "textual_inversion",
+                                  "the same vector as {'<checker>': tensor} (diffusers form)"),
+}
+BASE = "demo_sd1"
+
+
+def sha256_of(path: Path) -> str:
+    """SHA256 of a file; of a folder, SHA256 over its sorted 'relative path  sha256' lines."""
+    if path.is_dir():
+        lines = "".join(f"{p.relative_to(path).as_posix()}  {sha256_of(p)}\n"
+                        for p in sorted(path.rglob("*")) if p.is_file())
+        return hashlib.sha256(lines.encode()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(out: Path, paths: dict[str, Path]) -> Path:
+    """Write out/zoo.json for the built files (atomically)."""
+    entries = []
+    for name, p in paths.items():
+        fmt, kind, how = ENTRIES[name]
+        entries.append({"name": name, "path": p.relative_to(out).as_posix(), "format": fmt,
+                        "kind": kind, "base": BASE, "sha256": sha256_of(p), "made_by": how})
+    dst = out / "zoo.json"
+    tmp = dst.with_name(dst.name + ".partial")
+    tmp.write_text(json.dumps({"version": 1, "files": entries}, indent=2) + "\n")
+    os.replace(tmp, dst)
+    return dst
