@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -87,8 +87,20 @@ def run_all_cells(page, tries: int = 4) -> None:
 
 
 def open_notebook_and_run(browser, lab_url: str, notebook: str):
-    """A new page with `notebook` open and all its cells run; the caller closes the page."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.goto(f"{lab_url}/lab/tree/{notebook}?token={TOKEN}")
+    """A new page with `notebook` open and all its cells run; the caller closes the page.
+
+    Each notebook gets a workspace of its own, reset, so notebooks other tests opened are not
+    restored beside it; and JupyterLab's "Select Kernel" dialog, which a loaded machine can show
+    before the kernel list arrives, is answered with the proposed kernel (the notebook names it).
+    """
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    page.add_locator_handler(kernel_dialog,
+                             lambda dialog: dialog.locator("button", has_text="Select").click())
+    workspace = Path(notebook).stem.replace("_", "-")
+    page.goto(f"{lab_url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    with suppress(PlaywrightTimeout):  # the dialog can come before the handler is watching
+        kernel_dialog.locator("button", has_text="Select").click(timeout=10_000)
     run_all_cells(page)
     return page

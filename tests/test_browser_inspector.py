@@ -6,23 +6,14 @@ import re
 
 import pytest
 
-from tests.browser import TOKEN, run_all_cells
+from tests.browser import open_notebook_and_run
 
 NOTEBOOK = "02_what_is_this_file.ipynb"
 
 
 @pytest.mark.browser
 def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output_dir):
-    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
-    # On a loaded machine JupyterLab sometimes asks for a kernel before its kernel list arrives;
-    # the notebook names python3, so accept the proposed one.
-    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-    page.add_locator_handler(
-        kernel_dialog, lambda dialog: dialog.locator("button", has_text="Select").click())
-    # A workspace of its own, reset: notebooks other tests opened are not restored beside this
-    # one (two open notebooks make the run-all helper wait on the hidden one).
-    page.goto(f"{lab_url}/lab/workspaces/inspector/tree/{NOTEBOOK}?reset&token={TOKEN}")
-    run_all_cells(page)
+    page = open_notebook_and_run(chromium, lab_url, NOTEBOOK)
     # the exercise's check is the last cell: once it printed, the kernel is free to answer clicks
     page.get_by_text("Right: the LoKr").wait_for(state="attached", timeout=300_000)
     panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Model file inspector"))

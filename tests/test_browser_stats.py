@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from contextlib import suppress
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser import TOKEN, run_all_cells
+from tests.browser import open_notebook_and_run
 
 NOTEBOOK = "06_tensor_statistics.ipynb"
 
@@ -19,15 +17,7 @@ def number(text: str) -> list[int]:
 
 @pytest.mark.browser
 def test_stats_panel_filters_sorts_draws_and_compares(lab_url, chromium, output_dir):
-    page = chromium.new_page(viewport={"width": 1280, "height": 1100})
-    kernel_dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-    page.add_locator_handler(
-        kernel_dialog, lambda dialog: dialog.locator("button", has_text="Select").click())
-    page.goto(f"{lab_url}/lab/workspaces/stats/tree/{NOTEBOOK}?reset&token={TOKEN}")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    with suppress(PlaywrightTimeout):  # the dialog can come before the handler sees it
-        kernel_dialog.locator("button", has_text="Select").click(timeout=10_000)
-    run_all_cells(page)
+    page = open_notebook_and_run(chromium, lab_url, NOTEBOOK)
     # the exercise's check is the last cell: once it printed, the kernel is free for the panel
     page.get_by_text("Not answered yet").wait_for(state="attached", timeout=300_000)
     panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Tensor statistics"))
