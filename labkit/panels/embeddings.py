@@ -43,6 +43,16 @@ def _path(choice: str, typed: str, what: str) -> Path:
     return zoo.path(choice)
 
 
+def _image() -> widgets.Image:
+    """An image widget hidden until it has a picture (an empty one shows as a broken icon)."""
+    return widgets.Image(format="png", layout=widgets.Layout(display="none"))
+
+
+def _show(image: widgets.Image, png: bytes) -> None:
+    image.value = png
+    image.layout.display = ""
+
+
 def tokens_html(frame: Any) -> str:
     """The window's non-padding tokens as a table, and a line on the padding and the cut."""
     shown = frame[frame["kind"] != "padding"]
@@ -81,15 +91,14 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
     look = widgets.Button(description="Look up", icon="search")
     facts = widgets.HTML()
     nearest = widgets.HTML()
-    norms = widgets.Image(format="png")
-    chart = widgets.Image(format="png")
+    norms, chart = _image(), _image()
     pair_prompt = widgets.Text(value="a red circle, {token}", description="Pair prompt",
                                layout=widgets.Layout(width="80%"))
     seed = widgets.BoundedIntText(value=0, min=0, max=MAX_SEED, description="Seed")
     steps = widgets.IntSlider(value=20, min=1, max=60, description="Steps")
     pair_button = widgets.Button(description="Generate with and without", icon="paint-brush",
                                  button_style="primary", layout=widgets.Layout(width="auto"))
-    pair = widgets.Image(format="png")
+    pair = _image()
     status = widgets.HTML()
     error = widgets.HTML()
     error.add_class("labkit-error-box")
@@ -146,9 +155,9 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
             f"<b>Nearest tokens to {html.escape(label)}</b>"
             + table_html(embeddings.nearest_tokens(v, p.text_encoder, p.tokenizer, NEAREST_K))
             for label, v in tables)
-        norms.value = to_png(embedding_plots.norm_histogram(vocab, marks))
+        _show(norms, to_png(embedding_plots.norm_histogram(vocab, marks)))
         frame = embeddings.neighbour_map(named, p.text_encoder, p.tokenizer, k=4)
-        chart.value = to_png(embedding_plots.map_figure(frame, highlight=list(named)))
+        _show(chart, to_png(embedding_plots.map_figure(frame, highlight=list(named))))
 
     def make_pair() -> None:
         from labkit.plots import image_grid
@@ -159,9 +168,9 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
         status.value = "<i>Denoising twice (same seed)...</i>"
         images = embeddings.with_and_without(pipe(), ti, pair_prompt.value.replace(
             "{token}", ti.token), seed=seed.value, steps=steps.value, progress=False)
-        pair.value = png_bytes(image_grid([images["without"], images["with"]], 1, 2,
-                                          col_labels=["without", f"with {ti.token}"],
-                                          cell_px=max(PAIR_PX, images["with"].width)))
+        _show(pair, png_bytes(image_grid([images["without"], images["with"]], 1, 2,
+                                         col_labels=["without", f"with {ti.token}"],
+                                         cell_px=max(PAIR_PX, images["with"].width))))
         status.value = f"seed {seed.value}, {steps.value} steps"
 
     def on_prompt(_: Any) -> None:

@@ -79,6 +79,7 @@ def test_look_up_a_word_and_an_embedding(tiny, ti):
     assert "Nearest tokens to x" in text and "Nearest tokens to &lt;checker&gt;" in text
     assert "kohya form, step 400" in text
     assert bytes(p["norms"].value).startswith(PNG) and bytes(p["map"].value).startswith(PNG)
+    assert p["norms"].layout.display == "" and p["pair_image"].layout.display == "none"
 
 
 def test_the_pair_differs_and_leaves_the_pipeline_clean(tiny, ti):
