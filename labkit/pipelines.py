@@ -12,7 +12,8 @@ import inspect
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,25 @@ def _safetensors_path(model: Any, tmp: Path) -> Path:
     return link
 
 
+@contextmanager
+def _loading_bars(show: bool) -> Iterator[None]:
+    """diffusers' and transformers' loading bars on or off for the duration (they are global)."""
+    from transformers.utils import logging as tf_logging
+
+    libraries = (diffusers.utils.logging, tf_logging)
+    before = [lib.is_progress_bar_enabled() for lib in libraries]
+
+    def switch(states: list[bool]) -> None:
+        for lib, on in zip(libraries, states, strict=True):
+            (lib.enable_progress_bar if on else lib.disable_progress_bar)()
+
+    switch([show] * len(libraries))
+    try:
+        yield
+    finally:
+        switch(before)
+
+
 def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
            prediction: str | None, ema: bool) -> diffusers.DiffusionPipeline:
     # The lab ships no safety checker; saying so up front spares a page-long warning.
@@ -209,7 +229,8 @@ def load_pipeline(path: str | Path, device: str = "auto", dtype: str = "auto",
     cls = getattr(diffusers, model_configs.pipeline_class_name(ident.base, ident.kind))
     _say(f"{model.path.name}: {ident.kind} of base {ident.base} -> {cls.__name__}", progress)
     try:
-        pipe = _build(cls, model, choice.dtype, config, prediction, ema)
+        with _loading_bars(progress):
+            pipe = _build(cls, model, choice.dtype, config, prediction, ema)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise IncompatibleModelError(
             f"diffusers could not build a {cls.__name__} from it ({type(e).__name__}: {e}).",

@@ -145,6 +145,15 @@ def test_the_device_choice_is_said(forms, capsys):
     assert "checkpoint of base demo_sd1 -> StableDiffusionPipeline" in out
 
 
+def test_progress_false_keeps_the_libraries_bars_quiet_and_restores_them(forms, capsys):
+    import diffusers.utils.logging as diffusers_logging
+
+    pipelines.load_pipeline(forms["sd1"]["folder"], progress=False)
+    captured = capsys.readouterr()
+    assert "Loading" not in captured.err + captured.out
+    assert diffusers_logging.is_progress_bar_enabled()
+
+
 def test_cached_pipeline_loads_once(forms, monkeypatch):
     calls = []
     real = pipelines.load_pipeline

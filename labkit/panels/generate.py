@@ -73,7 +73,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     negative = widgets.Text(description="Negative", placeholder="what to steer away from",
                             layout=widgets.Layout(width="80%"))
     seed = widgets.BoundedIntText(value=0, min=0, max=MAX_SEED, description="Seed")
-    dice = widgets.Button(description="🎲", tooltip="a random seed",
+    dice = widgets.Button(description="", icon="random", tooltip="roll a random seed",
                           layout=widgets.Layout(width="3em"))
     steps = widgets.IntSlider(value=20, min=1, max=100, description="Steps")
     guidance = widgets.FloatSlider(value=7.5, min=0.0, max=20.0, step=0.5, description="Guidance")

@@ -40,7 +40,7 @@ def _parts(panel):
         "path": _find(panel, widgets.Text, "Path")[0],
         "prompt": _find(panel, widgets.Text, "Prompt")[0],
         "seed": _find(panel, widgets.BoundedIntText, "Seed")[0],
-        "dice": _find(panel, widgets.Button, "🎲")[0],
+        "dice": next(w for w in _find(panel, widgets.Button) if w.tooltip == "roll a random seed"),
         "steps": _find(panel, widgets.IntSlider, "Steps")[0],
         "generate": _find(panel, widgets.Button, "Generate")[0],
         "bar": _find(panel, widgets.IntProgress)[0],
