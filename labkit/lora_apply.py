@@ -10,7 +10,6 @@ path touches a base weight, so removing gives back the base exactly.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from labkit import lora_keys as K
 from labkit import lora_math as M
 from labkit.errors import IncompatibleModelError, LabkitError
-from labkit.lora_read import Adapter, delta_shape, open_adapter
+from labkit.lora_read import Adapter, delta_shape, fits, open_adapter
 
 REGISTRY = "_labkit_loras"  # attribute on the pipeline: adapter name -> Handle
 BlockWeights = Mapping[str, float] | Sequence[float] | None
@@ -164,12 +163,11 @@ def _check_fits(adapter: Adapter, pipe: Any, family: str) -> None:
 
     require_matched(adapter, family)
     for module, target in adapter.matched:
-        weight = _component(pipe, target).get_submodule(target.module).weight
         shape = delta_shape(module, adapter.table)
-        if shape[0] != weight.shape[0] or math.prod(shape[1:]) != weight[0].numel():
+        if not fits(shape, target.shape):
             raise IncompatibleModelError(
                 f"{module.prefix} changes a weight of shape {list(shape)}, but the pipeline's "
-                f"{target.component}.{target.module} is {list(weight.shape)}: the file is for base "
+                f"{target.component}.{target.module} is {list(target.shape)}: the file is for base "
                 f"{adapter.base}, the pipeline is {family}.", adapter.path,
                 hint="Use a LoRA trained on this model's family.")
 

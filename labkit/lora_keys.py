@@ -78,11 +78,13 @@ FAMILY_FOLDERS = {"sd1": "sd15", "sd2": "sd2_base", "sdxl": "sdxl_base"}
 
 @dataclass(frozen=True)
 class Target:
-    """A module a LoRA can patch: pipeline component, module path in it, SD block label."""
+    """A module a LoRA can patch: pipeline component, module path in it, SD block label, and
+    the shape of its weight."""
 
     component: str
     module: str
     block: str
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,10 @@ def _spellings(component: str, module: str, kohya: str, peft: str,
     return [kohya + _underscored(full), peft + module, peft + full]
 
 
-def build_targets(family: str, modules: Mapping[str, Iterable[str]], unet_config: Mapping[str, Any],
-                  vae_config: Mapping[str, Any]) -> Targets:
-    """The prefix table of a model from its patchable module names per component and configs."""
+def build_targets(family: str, modules: Mapping[str, Mapping[str, tuple[int, ...]]],
+                  unet_config: Mapping[str, Any], vae_config: Mapping[str, Any]) -> Targets:
+    """The prefix table of a model from its patchable modules ({component: {name: weight
+    shape}}) and its UNet and VAE configs."""
     two = "text_encoder_2" in modules
     prefixes = COMPONENT_PREFIXES["two_encoders" if two else "one_encoder"]
     # SDXL trainers write the original block names; SD1 trainers the diffusers ones.
@@ -175,29 +178,31 @@ def build_targets(family: str, modules: Mapping[str, Iterable[str]], unet_config
         if component not in prefixes:
             continue
         kohya, peft = prefixes[component]
-        for module in names:
-            target = Target(component, module, block_label(f"{component}.{module}.weight", last_out))
+        for module, shape in names.items():
+            block = block_label(f"{component}.{module}.weight", last_out)
+            target = Target(component, module, block, tuple(shape))
             for spelling in _spellings(component, module, kohya, peft, layout):
                 by_prefix.setdefault(spelling, target)
     labels = {t.block for t in by_prefix.values()}
     return Targets(family, by_prefix, tuple(sorted(labels, key=block_sort_key)))
 
 
-def patchable(module: Any) -> list[str]:
-    """Names of the Linear and Conv2d submodules of a torch module (what LoRAs patch); a layer
-    already wrapped by peft counts once, under its own name."""
+def patchable(module: Any) -> dict[str, tuple[int, ...]]:
+    """The Linear and Conv2d submodules of a torch module (what LoRAs patch) with their weight
+    shapes; a layer already wrapped by peft counts once, under its own name."""
     import torch
 
-    names, wrappers = [], ()
+    found: dict[str, tuple[int, ...]] = {}
+    wrappers: tuple[str, ...] = ()
     for n, m in module.named_modules():
         if not n or n.startswith(wrappers):
             continue
         if hasattr(m, "base_layer"):
             wrappers += (n + ".",)
-            names.append(n)
+            found[n] = tuple(m.base_layer.weight.shape)
         elif isinstance(m, torch.nn.Linear | torch.nn.Conv2d):
-            names.append(n)
-    return names
+            found[n] = tuple(m.weight.shape)
+    return found
 
 
 def pipeline_family(pipe: Any) -> str:
@@ -229,7 +234,7 @@ def folder_targets(folder: Path, family: str) -> Targets:
     from diffusers import UNet2DConditionModel
 
     unet_config = _read_config(folder / "unet" / "config.json")
-    modules: dict[str, list[str]] = {}
+    modules: dict[str, dict[str, tuple[int, ...]]] = {}
     with torch.device("meta"):
         modules["unet"] = patchable(UNet2DConditionModel.from_config(unet_config))
         for name in ("text_encoder", "text_encoder_2"):

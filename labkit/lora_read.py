@@ -21,8 +21,8 @@ from labkit.tensors import TensorInfo
 # identify's kinds that this module reads, -> the kind the anatomy table calls them.
 FILE_KINDS = {"lora": "lora", "loha": "loha", "lokr": "lokr", "lycoris_full": "full",
               "dora": "dora"}
-# When a file's base cannot be told, its names are tried against these families.
-GUESS_FAMILIES = ("sd1", "sdxl")
+# When a file's base cannot be told, its names and shapes are tried against these families.
+GUESS_FAMILIES = ("demo_sd1", "demo_sdxl", "sd1", "sd2", "sdxl")
 PEFT_METADATA = "lora_adapter_metadata"  # diffusers' save_lora_weights: LoraConfig per component
 COLUMNS = ["prefix", "component", "module", "block", "kind", "rank", "alpha", "scale",
            "up_shape", "down_shape", "shapes", "up_norm", "down_norm", "delta_norm",
@@ -80,16 +80,29 @@ def _kind_of(module: K.FileModule, shapes: Mapping[str, tuple[int, ...]]) -> str
     return kind
 
 
-def _targets_for(model: Any, base: str, modules: list[K.FileModule]) -> K.Targets:
+def fits(shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
+    """Whether a weight change of `shape` fits a weight of shape `weight` (conv kernels may
+    come flattened)."""
+    return (bool(weight) and shape[0] == weight[0]
+            and math.prod(shape[1:]) == math.prod(weight[1:]))
+
+
+def _targets_for(model: Any, base: str, table: Mapping[str, TensorInfo]) -> K.Targets:
     """The model's prefix table: a pipeline's, a named family's, the file's own base's, or the
-    known family its names match best."""
+    known family whose modules its names and shapes fit best."""
     if model is not None and not isinstance(model, str):
         return K.pipeline_targets(model)
     found = K.family_targets(model or base)
     if found is not None:
         return found
+    modules, _ = K.group_keys(table)
+
+    def score(targets: K.Targets) -> int:
+        hits = [(m, targets.lookup(m.prefix)) for m in modules]
+        return sum(fits(delta_shape(m, table), t.shape) for m, t in hits if t is not None)
+
     tables = [t for t in (K.family_targets(f) for f in GUESS_FAMILIES) if t is not None]
-    return max(tables, key=lambda t: sum(t.lookup(m.prefix) is not None for m in modules))
+    return max(tables, key=score)
 
 
 def match(table: Mapping[str, TensorInfo], targets: K.Targets, kind: str = "lora", base: str = "",
@@ -129,8 +142,7 @@ def open_adapter(path: str | Path, model: Any = None) -> Adapter:
             "expected kohya/PEFT LoRA keys (.lora_down/.lora_up or .lora_A/.lora_B) or LyCORIS "
             "keys (.hada_w1_a, .lokr_w1, .diff).", mf.path,
             hint="Textual inversions go to labkit.embeddings; checkpoints to labkit.pipelines.")
-    modules, _ = K.group_keys(mf.table)
-    targets = _targets_for(model, ident.base, modules)
+    targets = _targets_for(model, ident.base, mf.table)
     return match(mf.table, targets, FILE_KINDS[ident.kind], ident.base, mf.metadata, mf.path,
                  mf.tensor)
 

@@ -145,3 +145,4 @@ def test_peft_alphas_come_from_diffusers_adapter_metadata(pipe, tmp_path):
     assert frame.loc[TO_Q_MODULE, "scale"] == 2.0
     assert frame.loc["mid_block.attentions.0.transformer_blocks.0.ff.net.2", "scale"] == 0.5
     assert frame.loc["encoder.layers.0.self_attn.q_proj", "scale"] == 1.0
+

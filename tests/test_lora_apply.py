@@ -44,8 +44,9 @@ def files(pipe, tmp_path_factory):
             for kind in ("lora", "peft", "loha", "lokr", "full")}
 
 
-def image(pipe, prompt="a red circle", seed=1) -> np.ndarray:
-    out = pipe(prompt, latents=noise(pipe, seed, 32), num_inference_steps=STEPS, height=32, width=32)
+def image(pipe, prompt="a red circle", seed=1, side=32) -> np.ndarray:
+    out = pipe(prompt, latents=noise(pipe, seed, side), num_inference_steps=STEPS, height=side,
+               width=side)
     return np.asarray(out.images[0]).astype(int)
 
 
@@ -194,3 +195,4 @@ def test_sdxl_kohya_names_apply_and_sweep(tmp_path):
     base = lora.sweep(pipe, path, [0.0], "a cat", seed=1, steps=STEPS)[0]
     assert np.abs(np.asarray(base).astype(int) - np.asarray(batched[0])).max() <= 2
     assert type(pipe.text_encoder_2.get_submodule("text_model.encoder.layers.1.mlp.fc1")) is torch.nn.Linear
+
