@@ -208,3 +208,45 @@ def test_place_on_cpu_moves_the_pipeline():
     pipe = _FakePipe()
     assert pipelines.place(pipe, DeviceChoice(torch.device("cpu"), torch.float32, "test")) == "cpu"
     assert pipe.calls == [("to", "cpu")]
+
+
+# ---- the demo world's own files: no config given, the demo's folder is found in its manifest
+
+DEMO_FORMS = ("demo_sd1", "demo_sd1_single", "demo_sd1_ckpt")
+
+
+@pytest.fixture(scope="module")
+def demo_images() -> dict[str, np.ndarray]:
+    from labkit import zoo
+
+    return {name: np.asarray(pipelines.generate(
+        pipelines.load_pipeline(zoo.path(name), progress=False), "a red circle", seed=1,
+        steps=10, progress=False)[0], dtype=np.float64) for name in DEMO_FORMS}
+
+
+def test_every_demo_form_draws_the_same_picture(demo_images):
+    reference = demo_images["demo_sd1"]
+    assert reference.shape == (64, 64, 3)
+    for name in DEMO_FORMS[1:]:
+        # the single files are fp16 copies of the fp32 folder: a little rounding, no more
+        assert np.abs(demo_images[name] - reference).mean() < 3.0, name
+
+
+def test_the_demo_single_file_takes_its_config_from_the_demo_folder():
+    from labkit import zoo
+
+    assert pipelines.demo_config("demo_sd1") == zoo.path("demo_sd1")
+
+
+def test_every_demo_form_loads_with_the_network_blocked(monkeypatch):
+    from labkit import zoo
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    for name in DEMO_FORMS:
+        assert type(pipelines.load_pipeline(zoo.path(name), progress=False)).__name__ == \
+            "StableDiffusionPipeline"
