@@ -119,6 +119,9 @@ def test_sdxl_prompt_vectors_have_both_encoders_and_a_pooled_vector(sdxl):
     assert {k: v.shape[-1] for k, v in pv.per_encoder.items()} == {
         "text_encoder": SDXL_WIDTHS[0], "text_encoder_2": SDXL_WIDTHS[1]}
     assert pv.pooled is not None and pv.pooled.shape == (SDXL_WIDTHS[1],)
+    # the second encoder (CLIPTextModelWithProjection) has its own table to search
+    near = E.nearest_tokens(300, sdxl.text_encoder_2, sdxl.tokenizer_2, k=2)
+    assert near["id"][0] == 300 and near["cosine"][0] == pytest.approx(1.0, abs=1e-5)
     sim = E.prompt_similarity(sdxl, "a red circle", "a blue circle")
     assert {"cosine_text_encoder", "cosine_text_encoder_2"} <= set(sim.columns)
 
@@ -166,3 +169,17 @@ def test_with_and_without_uses_the_same_seed(tmp_path, sd1):
     assert E.loaded_tokens(sd1) == []
     with pytest.raises(LabkitError, match="does not use"):
         E.with_and_without(sd1, path, "a red circle", steps=2)
+
+
+def test_the_demo_ti_adds_checkerboards():
+    from labkit import zoo
+    from labkit.pipelines import load_pipeline
+    from labkit.zoo.metrics import checker_energy
+
+    pipe = load_pipeline(zoo.path("demo_sd1"), device="cpu", progress=False)
+    ti = E.read_textual_inversion(zoo.path("demo_ti_checker_diffusers"))
+    for seed in (0, 1):
+        pair = E.with_and_without(pipe, ti, "a red circle on a white background, <checker>",
+                                  seed=seed, steps=20, progress=False)
+        energy = {k: checker_energy(np.asarray(im) / 255) for k, im in pair.items()}
+        assert energy["with"] > 2 * energy["without"], energy

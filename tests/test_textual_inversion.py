@@ -46,6 +46,11 @@ def test_every_form_reads_to_the_same_vectors(tmp_path, vectors):
         assert read[form].n_vectors == 2
     # the diffusers form holds one vector per token: the first row
     assert torch.equal(read["diffusers"].vectors["text_encoder"], vectors[:1])
+    bin_file = tmp_path / "learned_embeds.bin"  # diffusers' older pickle form
+    torch.save({"<checker>": vectors[0]}, bin_file)
+    old_form = read_textual_inversion(bin_file)
+    assert old_form.form == "diffusers" and old_form.token == "<checker>"
+    assert torch.equal(old_form.vectors["text_encoder"], vectors[:1])
     assert {ti.token for ti in read.values()} == {"<checker>"}
     assert read["a1111"].name == read["kohya"].name == "checker"
     assert read["a1111"].metadata["sd_checkpoint_name"] == "test"
@@ -156,3 +161,25 @@ def test_encoder_counts_must_match(tmp_path, sd1, sdxl, vectors):
         load_textual_inversion(sd1, xl)
     with pytest.raises(IncompatibleModelError, match="SDXL embeddings"):
         load_textual_inversion(sdxl, write_forms(tmp_path, vectors)["kohya"])
+
+
+def test_the_zoo_forms_read_to_the_same_vector():
+    from labkit import zoo
+
+    read = {f: read_textual_inversion(zoo.path(f"demo_ti_checker_{f}"))
+            for f in ("a1111", "kohya", "diffusers")}
+    first = read["a1111"].vectors["text_encoder"]
+    assert first.shape[0] >= 1
+    for form, ti in read.items():
+        assert ti.form == form and ti.token == "<checker>"
+        assert torch.equal(ti.vectors["text_encoder"], first)
+    assert read["kohya"].base == "demo_sd1" and read["a1111"].step == read["kohya"].step
+
+
+def test_a_demo_embedding_into_another_model_names_the_demo(sd1):
+    from labkit import zoo
+
+    with pytest.raises(IncompatibleModelError) as e:
+        load_textual_inversion(sd1, zoo.path("demo_ti_checker_kohya"))
+    assert "-wide vectors are for the lab's demo SD1 model; this pipeline's text encoder is " \
+           f"{SD1_WIDTH}-wide" in str(e.value)
