@@ -68,7 +68,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     path = widgets.Text(value="" if model in demos or model is None else str(model),
                         description="Path", placeholder="a .safetensors / .ckpt or a folder",
                         layout=widgets.Layout(width="60%"))
-    prompt = widgets.Text(value="a red circle", description="Prompt",
+    prompt = widgets.Text(value="a red circle on a white background", description="Prompt",
                           layout=widgets.Layout(width="80%"))
     negative = widgets.Text(description="Negative", placeholder="what to steer away from",
                             layout=widgets.Layout(width="80%"))
