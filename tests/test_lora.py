@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -146,3 +147,24 @@ def test_peft_alphas_come_from_diffusers_adapter_metadata(pipe, tmp_path):
     assert frame.loc["mid_block.attentions.0.transformer_blocks.0.ff.net.2", "scale"] == 0.5
     assert frame.loc["encoder.layers.0.self_attn.q_proj", "scale"] == 1.0
 
+
+@pytest.mark.parametrize(("name", "kind"), [("demo_lora_striped", "lora"),
+                                            ("demo_lora_striped_peft", "lora"),
+                                            ("demo_loha_outlined", "loha"),
+                                            ("demo_lokr_twotone", "lokr")])
+def test_every_zoo_adapter_reads_whole(name, kind):
+    from labkit import zoo
+
+    frame = lora.read(zoo.path(name))
+    assert frame.attrs["unmatched"] == [] and frame.attrs["family"] == "demo_sd1"
+    assert set(frame["kind"]) == {kind} and frame["delta_norm"].gt(0).all()
+    assert frame["block"].ne("").all()
+
+
+def test_the_kohya_and_peft_forms_of_the_demo_lora_agree():
+    from labkit import zoo
+
+    kohya = lora.read(zoo.path("demo_lora_striped")).set_index("module")
+    peft = lora.read(zoo.path("demo_lora_striped_peft")).set_index("module")
+    assert set(kohya.index) == set(peft.index)
+    assert np.allclose(kohya["delta_norm"], peft.loc[kohya.index, "delta_norm"], rtol=1e-4)

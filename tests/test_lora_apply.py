@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -196,3 +198,45 @@ def test_sdxl_kohya_names_apply_and_sweep(tmp_path):
     assert np.abs(np.asarray(base).astype(int) - np.asarray(batched[0])).max() <= 2
     assert type(pipe.text_encoder_2.get_submodule("text_model.encoder.layers.1.mlp.fc1")) is torch.nn.Linear
 
+
+@pytest.fixture(scope="module")
+def demo():
+    from labkit import pipelines, zoo
+
+    pipe = pipelines.load_pipeline(zoo.path("demo_sd1"), progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("name", ["demo_lora_striped", "demo_lora_striped_peft",
+                                  "demo_loha_outlined", "demo_lokr_twotone"])
+def test_every_zoo_adapter_applies_and_comes_off_exactly(demo, name):
+    from labkit import zoo
+
+    before = image(demo, "a red circle on a white background", side=64)
+    handle = lora.apply(demo, zoo.path(name), 1.0)
+    assert np.abs(image(demo, "a red circle on a white background", side=64) - before).max() > 0
+    lora.remove(demo, handle)
+    assert np.array_equal(image(demo, "a red circle on a white background", side=64), before)
+
+
+def test_strength_curve_is_monotonic_on_the_demo_lora(demo):
+    """The zoo's own measure and prompts (every colour x shape, trigger word last, guidance 5)."""
+    from labkit import zoo
+    from labkit.zoo.metrics import style_score
+    from labkit.zoo.sample import colour_prompts
+
+    prompts, _, seeds = colour_prompts(1, "striped")
+    strengths = [0.0, 0.25, 0.5, 0.75, 1.0]
+    handle = lora.apply(demo, zoo.path("demo_lora_striped"), 1.0)
+    try:
+        jobs = [lora.Job(p, seed, s) for s in strengths for p, seed in zip(prompts, seeds, strict=True)]
+        images = lora.render(demo, handle, jobs, steps=20, guidance=5.0)
+    finally:
+        lora.remove(demo, handle)
+    n = len(prompts)
+    curve = [style_score([np.asarray(im) / 255 for im in images[i:i + n]], "striped")
+             for i in range(0, len(images), n)]
+    rise = curve[-1] - curve[0]
+    assert rise > 0.5 * curve[0], curve  # the LoRA adds stripes
+    assert all(b >= a - 0.1 * rise for a, b in pairwise(curve)), curve  # and more with strength

@@ -94,6 +94,7 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
     steps = widgets.IntSlider(value=20, min=1, max=50, description="Steps")
     make = widgets.Button(description="Make grid", icon="th", button_style="primary")
     status = widgets.HTML()
+    status.add_class("labkit-lora-status")
     error = widgets.HTML()
     error.add_class("labkit-error-box")
     anatomy = widgets.HTML()
