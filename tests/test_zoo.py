@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import json
+import pickletools
+import zipfile
 
 import numpy as np
 import pytest
 
-from labkit.errors import NotAModelError
-from labkit.zoo import TOKENIZER, manifest
-from labkit.zoo.manifest import ENTRIES
+from labkit.errors import LabkitError, NotAModelError
+from labkit.zoo import TOKENIZER, manifest, path
+from labkit.zoo.registry import ENTRIES
 from labkit.zoo.tokenizer import derive, load_tokenizer, write_tokenizer_folder
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
@@ -19,7 +22,7 @@ def test_tokenizer_gives_sd15_ids():
     from transformers import CLIPTokenizer
 
     assert load_tokenizer(TOKENIZER)("a photo of a cat").input_ids == CAT_IDS
-    folder = CLIPTokenizer.from_pretrained(str(TOKENIZER))
+    folder = CLIPTokenizer.from_pretrained(str(path("demo_sd1") / "tokenizer"))
     assert folder("a photo of a cat").input_ids == CAT_IDS
     assert folder.model_max_length == 77
 
@@ -40,12 +43,67 @@ def test_write_tokenizer_folder_refuses_a_wrong_file(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_manifest_entries_exist_and_unknown_names_are_listed():
+    entries = manifest()
+    names = {e["name"] for e in entries}
+    assert {"demo_sd1", "demo_sd1_ckpt", "demo_lora_striped", "demo_ti_checker_a1111"} <= names
+    for e in entries:
+        assert path(e["name"]).exists(), e
+        assert e["base"] == "demo_sd1"
+    with pytest.raises(LabkitError, match="demo_sd1_single"):
+        path("no_such_file")
+
+
+def test_manifest_hashes_match():
+    from labkit.zoo.registry import sha256_of
+
+    for e in manifest():
+        assert sha256_of(path(e["name"])) == e["sha256"], e["name"]
+
+
+# The identifier tells these two apart from real SD1 by dims only (no metadata in their forms).
+BASE_BY_DIMS = {"demo_lora_striped_peft", "demo_ti_checker_a1111"}
+
+
+def test_every_file_opens_and_is_identified_as_the_manifest_says():
+    from labkit import open_model
+
+    for e in manifest():
+        f = open_model(path(e["name"]))
+        assert (f.format, f.kind) == (e["format"], e["kind"]), e["name"]
+        assert f.base == e["base"] or (e["name"] in BASE_BY_DIMS and f.base == "unknown"), e["name"]
+
+
+def _pickle_globals(ckpt) -> set[str]:
+    with zipfile.ZipFile(ckpt) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "GLOBAL":
+            found.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.add(".".join(strings[-2:]))
+    return found
+
+
+def test_ckpt_is_shaped_like_real_sd1_files():
+    from labkit import open_model
+
+    ckpt = path("demo_sd1_ckpt")
+    assert "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint" in _pickle_globals(ckpt)
+    table = open_model(ckpt).table
+    assert any(k.startswith("model_ema.") for k in table)
+    assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in table)
+
+
 def test_toy_recipe_runs_end_to_end(tmp_path):
     from labkit.zoo.build import toy_build
 
     figures = toy_build(tmp_path)
     entries = manifest(tmp_path)
-    assert {e["name"] for e in entries} == set(ENTRIES)
+    assert {e["name"] for e in entries} == set(ENTRIES) == {e["name"] for e in manifest()}
     for e in entries:
         assert (tmp_path / e["path"]).exists()
     assert 0.0 <= figures["base"]["colour_accuracy"] <= 1.0
@@ -63,3 +121,48 @@ def test_toy_recipe_resumes_from_its_checkpoints(tmp_path):
         assert np.array_equal(a.numpy(), b.numpy()), k
 
 
+# ---------------------------------------------------------------- quality of the committed model
+
+@pytest.fixture(scope="module")
+def pipe():
+    import torch
+
+    from labkit.zoo.sample import load_pipeline
+
+    torch.manual_seed(0)
+    return load_pipeline(path("demo_sd1"))
+
+
+def test_base_follows_colour_prompts_and_draws_different_shapes(pipe):
+    from labkit.zoo.evaluate import base_quality
+
+    q = base_quality(pipe, n_seeds=2)
+    assert q["n_prompts"] >= 48
+    assert q["colour_accuracy"] >= 0.8
+    assert q["min_shape_difference"] >= 0.05
+
+
+@pytest.mark.parametrize("name", ["demo_lora_striped_peft", "demo_lora_striped"])
+def test_lora_effect_grows_with_strength_and_strength_0_keeps_the_base(pipe, name):
+    from labkit.zoo.evaluate import lora_curve
+
+    curve = lora_curve(pipe, path(name), "striped", "striped")
+    energy = curve["energy"]
+    assert all(b > a for a, b in zip(energy, energy[1:], strict=False)), energy
+    assert energy[-1] > 3 * energy[0]
+    assert curve["colour_accuracy_at_0"] >= 0.8
+
+
+def test_textual_inversion_token_draws_checkerboards(pipe):
+    from labkit.zoo.adapters import TI_TOKEN
+    from labkit.zoo.evaluate import embedding_effect
+
+    effect = embedding_effect(pipe, path("demo_ti_checker_diffusers"), TI_TOKEN)
+    assert effect["with_token"] > 2 * effect["without_token"]
+
+
+def test_zoo_json_is_valid_json_with_relative_paths():
+    from labkit.zoo import MANIFEST
+
+    data = json.loads(MANIFEST.read_text())
+    assert all(not e["path"].startswith("/") and ".." not in e["path"] for e in data["files"])

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from labkit.zoo import TOKENIZER
 from labkit.zoo.conditioning import TextConditioner
 from labkit.zoo.dataset import STYLES, mixed_samples
 from labkit.zoo.tokenizer import load_tokenizer
-from labkit.zoo.train import Stage, cached_pool, denoiser_loss, pool_rng, run_stage
+from labkit.zoo.train import LatentPool, Stage, cached_pool, denoiser_loss, pool_rng, run_stage
 
+# kohya's LoRA adapts every linear (and 1x1 conv) layer of the UNet's transformer blocks.
 UNET_ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
-UNET_TRANSFORMER = [*UNET_ATTENTION, "ff.net.0.proj", "ff.net.2"]
+UNET_TRANSFORMER = [*UNET_ATTENTION, "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
 TE_ATTENTION = ["q_proj", "k_proj", "v_proj", "out_proj"]
 PLAIN_SHARE = 0.3  # adapters also see plain captions, so strength 0 and untriggered prompts stay put
 
@@ -35,6 +38,7 @@ class AdapterSpec:
     te_targets: tuple[str, ...] = ()
     rank: int = 8
     alpha: int = 8
+    doses: tuple[float, ...] = ()
 
     @property
     def trigger(self) -> str:
@@ -43,9 +47,10 @@ class AdapterSpec:
 
 
 ADAPTERS = (
-    AdapterSpec("lora", "lora", "striped", tuple(UNET_ATTENTION), tuple(TE_ATTENTION)),
+    AdapterSpec("lora", "lora", "striped", tuple(UNET_TRANSFORMER), tuple(TE_ATTENTION), alpha=4,
+                doses=(0.25, 0.5, 0.75, 1.0)),
     AdapterSpec("loha", "loha", "outlined", tuple(UNET_TRANSFORMER)),
-    AdapterSpec("lokr", "lokr", "twotone", tuple(UNET_TRANSFORMER), rank=4, alpha=4),
+    AdapterSpec("lokr", "lokr", "twotone", tuple(UNET_TRANSFORMER)),
 )
 
 
@@ -56,8 +61,11 @@ def peft_config(spec: AdapterSpec, targets: tuple[str, ...]):
     if spec.method == "lora":
         return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(targets),
                           init_lora_weights=True)
-    cls = {"loha": LoHaConfig, "lokr": LoKrConfig}[spec.method]
-    return cls(r=spec.rank, alpha=spec.alpha, target_modules=list(targets))
+    if spec.method == "loha":
+        return LoHaConfig(r=spec.rank, alpha=spec.alpha, target_modules=list(targets))
+    # factor 2: Kronecker factors of 2x2 and (n/2)x(n/2), the larger one full or low-rank by size
+    return LoKrConfig(r=spec.rank, alpha=spec.alpha, target_modules=list(targets),
+                      decompose_factor=2)
 
 
 def _inject(model, spec: AdapterSpec, targets: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
@@ -80,28 +88,61 @@ class TrainedAdapter:
     text_encoder: dict[str, torch.Tensor]
     stage: Stage
     captions: list[str]
+    batch: int
     model: torch.nn.Module
 
 
+def _set_scale(models: list[torch.nn.Module], name: str, scale: float) -> None:
+    from peft.tuners.lora import LoraLayer
+
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, LoraLayer):
+                m.set_scale(name, scale)
+
+
+def _dosed_loss(spec: AdapterSpec, models: list[torch.nn.Module], pool: LatentPool,
+                doses: list[float], make_loss: Callable[[LatentPool], Callable]) -> Callable:
+    """Each step draws a strength, sets the LoRA to it and trains on patterns of that contrast."""
+    losses = [make_loss(pool.subset([i for i, d in enumerate(doses) if d == dose]))
+              for dose in spec.doses]
+
+    def loss(rng: np.random.Generator) -> torch.Tensor:
+        k = int(rng.integers(len(spec.doses)))
+        _set_scale(models, spec.name, spec.doses[k])
+        return losses[k](rng)
+
+    return loss
+
+
 def train_adapter(world, spec: AdapterSpec, stage: Stage, n_pool: int, batch: int) -> TrainedAdapter:
-    """Train one adapter on its style (plus plain captions) on copies of the world's models."""
+    """Train one adapter on its style (plus plain captions) on copies of the world's models.
+    With `spec.doses`, each sample's pattern contrast is one of the doses and each step trains
+    at that strength, so the strength dial maps onto the pattern's contrast."""
     from peft import get_peft_model_state_dict
 
     unet, te = copy.deepcopy(world.unet), copy.deepcopy(world.text_encoder)
     params = {f"unet.{k}": v for k, v in _inject(unet, spec, spec.unet_targets).items()}
     if spec.te_targets:
         params.update({f"te.{k}": v for k, v in _inject(te, spec, spec.te_targets).items()})
-    samples = mixed_samples(pool_rng(stage.seed, spec.name), n_pool,
-                            {spec.style: 1 - PLAIN_SHARE, "plain": PLAIN_SHARE})
+    rng = pool_rng(stage.seed, spec.name)
+    samples = mixed_samples(rng, n_pool, {spec.style: 1 - PLAIN_SHARE, "plain": PLAIN_SHARE})
+    doses = [float(rng.choice(spec.doses)) if spec.doses else 1.0 for _ in samples]
+    samples = [replace(s, contrast=d) for s, d in zip(samples, doses, strict=True)]
     data = cached_pool(stage.workdir / f"pool_{spec.name}.safetensors", world.vae, samples,
                        stage.progress)
+
+    def make_loss(pool: LatentPool) -> Callable:
+        return denoiser_loss(unet, world.scheduler, pool, world.vae.config.scaling_factor, batch,
+                             TextConditioner(world.tokenizer, te))
+
     unet.train()
-    run_stage(stage, params, denoiser_loss(unet, world.scheduler, data,
-                                           world.vae.config.scaling_factor, batch,
-                                           TextConditioner(world.tokenizer, te)))
+    run_stage(stage, params, _dosed_loss(spec, [unet, te], data, doses, make_loss)
+              if spec.doses else make_loss(data))
+    _set_scale([unet, te], spec.name, 1.0)
     unet_sd = get_peft_model_state_dict(unet, adapter_name=spec.name)
     te_sd = get_peft_model_state_dict(te, adapter_name=spec.name) if spec.te_targets else {}
-    return TrainedAdapter(spec, unet_sd, te_sd, stage, data.captions, unet.eval())
+    return TrainedAdapter(spec, unet_sd, te_sd, stage, data.captions, batch, unet.eval())
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from labkit.zoo import TOKENIZER
+from labkit.zoo import TOKENIZER, manifest
 from labkit.zoo.adapters import (
     ADAPTERS,
     TrainedAdapter,
@@ -22,7 +22,6 @@ from labkit.zoo.dataset import mixed_samples
 from labkit.zoo.evaluate import measure
 from labkit.zoo.export import export_base
 from labkit.zoo.export_adapters import write_embeddings, write_kohya, write_peft_lora
-from labkit.zoo.manifest import write_manifest
 from labkit.zoo.models import (
     FULL,
     TOY,
@@ -32,6 +31,7 @@ from labkit.zoo.models import (
     make_unet,
     make_vae,
 )
+from labkit.zoo.registry import write_manifest
 from labkit.zoo.sample import make_pipeline
 from labkit.zoo.tokenizer import load_tokenizer
 from labkit.zoo.train import (
@@ -76,7 +76,7 @@ class Recipe:
 
 FULL_RECIPE = Recipe(FULL, vae_steps=1000, vae_batch=16, vae_lr=1e-3, base_pool=12000,
                      base_steps=3000, base_batch=64, base_lr=1e-3, adapter_pool=3000,
-                     adapter_steps=500, adapter_batch=32, adapter_lr=2e-3, ti_steps=400,
+                     adapter_steps=1500, adapter_batch=32, adapter_lr=4e-3, ti_steps=400,
                      ti_lr=5e-3)
 TOY_RECIPE = Recipe(TOY, vae_steps=3, vae_batch=4, vae_lr=1e-3, base_pool=32, base_steps=3,
                     base_batch=4, base_lr=1e-3, adapter_pool=16, adapter_steps=2, adapter_batch=4,
@@ -181,7 +181,7 @@ def build(out: Path, workdir: Path, recipe: Recipe = FULL_RECIPE, progress: bool
                       recipe.eval_steps)
     figures.update(world.figures)
     write_manifest(out, paths)
-    (out / "README.md").write_text(model_card(figures, recipe), encoding="utf-8")
+    (out / "README.md").write_text(model_card(figures, recipe, manifest(out)), encoding="utf-8")
     (workdir / "figures.json").write_text(json.dumps(figures, indent=2))
     return figures
 

@@ -23,16 +23,25 @@ def _stage_rows(figures: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def model_card(figures: dict[str, Any], recipe: Any) -> str:
+STYLE_MEASURES = {"loha_effect": ("LoHa", "outlined", "hollowness of the shape's middle"),
+                  "lokr_effect": ("LoKr", "twotone", "left-minus-right colour share")}
+
+
+def _files(entries: list[dict]) -> str:
+    return "\n".join(f"| `{e['name']}` | `{e['path']}` | {e['format']} | {e['kind']} | {e['made_by']} |"
+                     for e in entries)
+
+
+def model_card(figures: dict[str, Any], recipe: Any, entries: list[dict]) -> str:
     """The model card text (markdown)."""
     base, lora, ti = figures["base"], figures["lora_curve"], figures["ti_effect"]
     rt = figures["vae_round_trip"]
     curve = ", ".join(f"{s:g}: {e:.4f}" for s, e in zip(lora["strengths"], lora["energy"], strict=True))
     minutes = sum(figures[k]["minutes"] for k in ("vae", "unet", "lora", "loha", "lokr", "ti")
                   if k in figures)
-    lyco = "\n".join(f"- {k.split('_')[0]}: style measure {v['without']:.3f} without -> "
-                     f"{v['with']:.3f} with the adapter (triggered prompts)"
-                     for k, v in figures.items() if k in ("loha_effect", "lokr_effect"))
+    lyco = "\n".join(f"- {m} (`{trig}`): {what} {figures[k]['without']:.3f} without -> "
+                     f"{figures[k]['with']:.3f} with the adapter (prompts ending in `{trig}`)"
+                     for k, (m, trig, what) in STYLE_MEASURES.items() if k in figures)
     return f"""# The labkit demo world (`demo_sd1`)
 
 A tiny model **built like Stable Diffusion 1.x** (the same diffusers classes: `CLIPTextModel`,
@@ -48,9 +57,17 @@ Procedural images: {", ".join(SHAPES)}; colours {", ".join(COLOURS)}; background
 "a red circle on a white background". The base UNet learned plain fills, and checkerboard fills
 captioned with the word "checkered" at the end (so the textual inversion has a concept the
 model can draw but no single token of its own, as with real SD). The VAE learned every style.
-Trigger words go at the end of captions, after the base template.
+Trigger words go at the end of captions, after the base template (an unseen word in the middle
+shifts the token positions and breaks the base). A quarter of the plain captions end in a
+neutral word ("plain", "solid", "flat"): in a first build, where "checkered" was the only
+trailing word the base ever saw, any unknown trailing word (such as "striped" with the LoRA at
+strength 0) pulled it toward checkerboards. Captions teach a model more than their words.
 
-## How it was trained ({minutes:.1f} minutes of training in all, 1-2 threads on a shared 2-core machine)
+## How it was trained ({minutes:.1f} minutes of training in all)
+Timed on a 2-core machine shared with other jobs (load 2 to 10, so 1 torch thread); alone,
+2 threads ran a VAE step (batch 16) in 0.27 s, a UNet step (batch 64) in 0.15 s and an adapter
+step (batch 32) in about 0.11 s: some 25 minutes for the whole recipe.
+
 | stage | steps | minutes | loss (first 5%) | loss (last 5%) |
 |---|---|---|---|---|
 {_stage_rows(figures)}
@@ -64,6 +81,19 @@ Trigger words go at the end of captions, after the base template.
   `.safetensors` single file carry the EMA weights; the `.ckpt` keeps the trained weights with
   the EMA under `model_ema.` (stored in fp16 to fit the size budget; SD's own files are fp32).
 
+## Adapters
+- LoRA `striped` (peft LoRA, rank 8, alpha 4, on every linear and 1x1-conv layer of the UNet's
+  transformer blocks, as kohya's networks.lora does, and the text encoder's attention). Trained
+  dose-aware: each step draws a strength (0.25, 0.5, 0.75 or 1), sets the LoRA to it, and
+  trains on stripes whose dark bands have that contrast. A first LoRA trained at strength 1
+  only stayed plain up to 0.5 and switched on between 0.5 and 1: ordinary LoRAs are often
+  that abrupt; this one maps the strength dial onto the stripes' contrast.
+- LoHa `outlined`, LoKr `twotone` (peft, rank 8, UNet transformer blocks, LoKr with
+  Kronecker factor 2): trained at strength 1 only; written with LyCORIS names.
+- Textual inversion `<checker>`: one new token (initialised from "pattern"), only its
+  embedding row trained, on checkerboard images captioned "..., <checker>".
+- 30% of each adapter's captions are plain ones without its trigger word.
+
 ## Measured quality (DDIM 20 steps, guidance 5, fixed seeds)
 - Colour accuracy: **{_pct(base['colour_accuracy'])}** of {base['n_prompts']} colour x shape prompts
   (dominant hue of the coloured pixels nearest the named colour).
@@ -75,6 +105,11 @@ Trigger words go at the end of captions, after the base template.
 {lyco}
 - Textual inversion `<checker>`: checker energy {ti['without_token']:.4f} without the token,
   {ti['with_token']:.4f} with it (the word "checkered": {ti['word']:.4f}).
+
+## Files
+| name | path | format | kind | made by |
+|---|---|---|---|---|
+{_files(entries)}
 
 ## Licences
 - The model weights, images and this card: MIT, as labkit.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -36,6 +36,10 @@ STYLES: dict[str, str | None] = {
     "checker": "checkered",
 }
 PATTERN_PERIOD = 16
+# Plain fills sometimes end with one of these words, so the base learns that a trailing word is
+# not always "checkered" (else any unknown trailing word would pull it toward checkerboards).
+PLAIN_WORDS = ("plain", "solid", "flat")
+PLAIN_WORD_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,23 @@ class Sample:
     cx: float
     cy: float
     radius: float
+    plain_word: str | None = None
+    contrast: float = 1.0  # how far the pattern's second tone goes from the colour (0: plain)
 
     def caption(self, trigger: str | None = None) -> str:
         """The caption, with the style's trigger word (or `trigger` if given) at the end."""
-        text = f"a {self.colour} {self.shape} on a {self.background} background"
-        word = trigger if trigger is not None else STYLES[self.style]
+        text = f"{article(self.colour)} {self.colour} {self.shape} on a {self.background} background"
+        word = trigger if trigger is not None else STYLES[self.style] or self.plain_word
         return f"{text}, {word}" if word else text
 
     def render(self) -> np.ndarray:
         """The image as float32 HxWx3 in [0, 1]."""
         return render(self)
+
+
+def article(word: str) -> str:
+    """ "an" before a vowel, else "a"."""
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -120,13 +131,21 @@ def render(s: Sample) -> np.ndarray:
         pattern = (xs < s.cx).astype(np.float32)
     else:
         pattern = _pattern(s.style)
-    fill = pattern[..., None] * colour + (1 - pattern[..., None]) * contrast_tone(s.background)
+    tone = s.contrast * contrast_tone(s.background) + (1 - s.contrast) * colour
+    fill = pattern[..., None] * colour + (1 - pattern[..., None]) * tone
     return mask[..., None] * fill + (1 - mask[..., None]) * bg
+
+
+def _plain_word(style: str, radius: float) -> str | None:
+    # Drawn from the radius's low digits, not the generator, so the image stream stays the same
+    # with or without these words.
+    k = int(radius * 1e6) % round(len(PLAIN_WORDS) / PLAIN_WORD_SHARE)
+    return PLAIN_WORDS[k] if style == "plain" and k < len(PLAIN_WORDS) else None
 
 
 def random_sample(rng: np.random.Generator, style: str = "plain") -> Sample:
     """A random colour/shape/background/size/position for the given fill style."""
-    return Sample(
+    s = Sample(
         colour=str(rng.choice(list(COLOURS))),
         shape=str(rng.choice(SHAPES)),
         background=str(rng.choice(list(BACKGROUNDS))),
@@ -135,6 +154,7 @@ def random_sample(rng: np.random.Generator, style: str = "plain") -> Sample:
         cy=float(SIZE / 2 + rng.uniform(-7, 7)),
         radius=float(rng.uniform(15, 23)),
     )
+    return replace(s, plain_word=_plain_word(style, s.radius))
 
 
 def mixed_samples(rng: np.random.Generator, n: int, weights: dict[str, float]) -> list[Sample]:

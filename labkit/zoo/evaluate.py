@@ -75,7 +75,7 @@ def embedding_loaded(pipe, embeds_file: Path, token: str) -> Iterator[object]:
 
 def lora_curve(pipe, lora_file: Path, style: str, trigger: str, steps: int = 20) -> dict:
     """The style's measure at each strength (triggered prompts) and colour accuracy at 0."""
-    prompts, _, seeds = colour_prompts(1, trigger)
+    prompts, _, seeds = colour_prompts(2, trigger)
     plain, plain_colours, plain_seeds = colour_prompts(2)
     curve = []
     with lora_loaded(pipe, lora_file) as lp:

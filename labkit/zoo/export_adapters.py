@@ -72,7 +72,7 @@ def kohya_metadata(adapter: TrainedAdapter, captions: list[str], title: str) -> 
         "ss_resolution": RESOLUTION,
         "ss_num_train_images": str(len(captions)),
         "ss_tag_frequency": json.dumps({folder: tags}),
-        "ss_datasets": json.dumps([{"batch_size_per_device": 32, "num_train_images": len(captions),
+        "ss_datasets": json.dumps([{"batch_size_per_device": adapter.batch, "num_train_images": len(captions),
                                     "resolution": [64, 64], "subsets": [
                                         {"image_dir": folder, "num_repeats": 10,
                                          "class_tokens": spec.trigger}]}]),

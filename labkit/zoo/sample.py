@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.zoo.dataset import BACKGROUNDS, COLOURS, SHAPES
+from labkit.zoo.dataset import BACKGROUNDS, COLOURS, SHAPES, article
 from labkit.zoo.models import make_scheduler
 
 
@@ -49,7 +49,8 @@ def colour_prompts(n_seeds: int = 1, style_word: str | None = None) -> tuple[lis
     prompts, colours, seeds = [], [], []
     for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
         for k in range(n_seeds):
-            text = f"a {colour} {shape} on a {backgrounds[(i + k) % len(backgrounds)]} background"
+            bg = backgrounds[(i + k) % len(backgrounds)]
+            text = f"{article(colour)} {colour} {shape} on a {bg} background"
             prompts.append(f"{text}, {style_word}" if style_word else text)
             colours.append(colour)
             seeds.append(1000 + 17 * i + k)

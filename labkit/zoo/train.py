@@ -177,6 +177,11 @@ class LatentPool:
     std: torch.Tensor
     captions: list[str]
 
+    def subset(self, keep: list[int]) -> LatentPool:
+        """The pool restricted to some samples."""
+        idx = torch.tensor(keep, dtype=torch.long)
+        return LatentPool(self.mean[idx], self.std[idx], [self.captions[i] for i in keep])
+
     def save(self, path: Path) -> None:
         """Write the pool to a safetensors cache file."""
         save_tensors(path, {"mean": self.mean, "std": self.std},

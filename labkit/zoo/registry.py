@@ -19,8 +19,8 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
                       "style .ckpt (fp16): state_dict with model_ema., global_step, callbacks"),
     "demo_sd1_vae": ("safetensors", "vae",
                      "first_stage_model. tensors of the single file, prefix removed (vae-ft-mse form)"),
-    "demo_lora_striped": ("safetensors", "lora", "peft LoRA on UNet attention + text encoder, "
-                          "kohya names and sd-scripts metadata"),
+    "demo_lora_striped": ("safetensors", "lora", "peft LoRA on the UNet's transformer blocks and "
+                          "the text encoder's attention, kohya names and sd-scripts metadata"),
     "demo_lora_striped_peft": ("safetensors", "lora",
                                "the same LoRA via StableDiffusionPipeline.save_lora_weights"),
     "demo_loha_outlined": ("safetensors", "loha", "peft LoHa on UNet transformer blocks, LyCORIS "
