@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import open_notebook_and_run
 
@@ -29,9 +30,8 @@ def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output
     assert shown == total
     panel.locator("input[placeholder^='filter names']").fill("attn2")
     panel.locator("input[placeholder^='filter names']").press("Enter")
-    page.wait_for_function(
-        "([el, before]) => el.textContent !== before",
-        arg=[count.element_handle(), before], timeout=30_000)
+    # the count is re-rendered as a new element, so wait on the locator, not on an element handle
+    expect(count).not_to_have_text(before, timeout=60_000)
     after = count.inner_text()
     assert 0 < int(after.split()[0].replace(",", "")) < total
     assert "attn2" in panel.locator(".labkit-tensors").inner_text()

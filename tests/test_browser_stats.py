@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import open_notebook_and_run
 
@@ -33,8 +34,8 @@ def test_stats_panel_filters_sorts_draws_and_compares(lab_url, chromium, output_
     filter_box = panel.locator("input[placeholder^='filter names']")
     filter_box.fill("attn2")
     filter_box.press("Enter")
-    page.wait_for_function("([el, before]) => el.textContent !== before",
-                           arg=[count.element_handle(), before], timeout=30_000)
+    # the count is re-rendered as a new element, so wait on the locator, not on an element handle
+    expect(count).not_to_have_text(before, timeout=60_000)
     assert 0 < number(count.inner_text())[0] < total
     rows = panel.locator(".labkit-stats-rows")
     assert "attn2" in rows.inner_text()
