@@ -145,9 +145,13 @@ LOKR_FACTORS = ((".lokr_w1", ".lokr_w1_b"), (".lokr_w2", ".lokr_w2_b"))
 # Module names whose input width tells the base: UNet cross-attention keys, text encoder queries.
 CONTEXT_PROBES = ("attn2_to_k", "attn2.to_k")
 TE_PROBES = ("self_attn_q_proj", "self_attn.q_proj")
-CONTEXT_BASES = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
+# The lab's demo SD1 (labkit/zoo/models.py) is 32 wide: its adapters carry no metadata in the
+# PEFT and A1111 forms, so its width is told like a real family's.
+DEMO_SD1_WIDTH = 32
+CONTEXT_BASES = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner",
+                 DEMO_SD1_WIDTH: "demo_sd1"}
 PART_WIDTH_BASES = {("te", 768): "sd1", ("te", 1024): "sd2", ("te1", 768): "sdxl",
-                    ("te2", 1280): "sdxl"}
+                    ("te2", 1280): "sdxl", ("te", DEMO_SD1_WIDTH): "demo_sd1"}
 # Module-name fragments of transformer families whose adapters the dims cannot place.
 ADAPTER_FAMILY_HINTS = (
     ("double_blocks", "Flux-style modules (double_blocks): dev and schnell share every key"),
@@ -160,7 +164,8 @@ TI_A1111_PREFIX = "string_to_param."
 TI_EMB_PARAMS = "emb_params"
 TI_SDXL_KEYS = ("clip_l", "clip_g")
 TI_MAX_VECTORS = 75  # a prompt holds 75 tokens; more rows is not an embedding
-TI_WIDTH_BASES = {(768,): "sd1", (1024,): "sd2", (768, 1280): "sdxl"}
+TI_WIDTH_BASES = {(768,): "sd1", (1024,): "sd2", (768, 1280): "sdxl",
+                  (DEMO_SD1_WIDTH,): "demo_sd1"}
 
 # ---- metadata ----
 # ss_base_model_version values (kohya sd-scripts; the lab's demo builder writes labkit_demo_*).

@@ -24,9 +24,9 @@ UNSAFE_PREFIX = "unsafe: "
 # download shows up as a row with its error)
 EXTENSION_FORMATS = {".safetensors": "safetensors", ".gguf": "gguf", ".ckpt": "pickle",
                      ".pt": "pickle", ".pth": "pickle", ".bin": "pickle"}
-# what files.what_is says -> the format a file proves by its content
-CONTENT_FORMATS = {"safetensors": "safetensors", "gguf": "gguf", "pickle": "pickle",
-                   "maybe_pickle": "pickle"}
+# what files.what_is says -> the format a file proves by its content ("maybe_pickle" proves
+# nothing: any text starting with a letter that is a protocol-0 opcode, such as a LICENSE, says so)
+CONTENT_FORMATS = {"safetensors": "safetensors", "gguf": "gguf", "pickle": "pickle"}
 # a folder that is one diffusers model: a pipeline, or one component with its config
 PIPELINE_MARKER = "model_index.json"
 COMPONENT_CONFIG = "config.json"

@@ -404,6 +404,7 @@ def test_textual_inversion_sparse_file(tmp_path):
 def test_demo_textual_inversion(version):
     table = ({"emb_params": T((2, 32), "F32")} if version.endswith("sd1")
              else {"clip_l": T((1, 32), "F32"), "clip_g": T((1, 64), "F32")})
-    assert summary(identify(table)) == ("textual_inversion", "unknown", [], "none")
+    by_dims = ("demo_sd1", "dims") if version.endswith("sd1") else ("unknown", "none")
+    assert summary(identify(table)) == ("textual_inversion", by_dims[0], [], by_dims[1])
     told = identify(table, {"ss_base_model_version": version})
     assert summary(told) == ("textual_inversion", version.removeprefix("labkit_"), [], "metadata")

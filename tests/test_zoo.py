@@ -61,17 +61,13 @@ def test_manifest_hashes_match():
         assert sha256_of(path(e["name"])) == e["sha256"], e["name"]
 
 
-# The identifier tells these two apart from real SD1 by dims only (no metadata in their forms).
-BASE_BY_DIMS = {"demo_lora_striped_peft", "demo_ti_checker_a1111"}
-
-
 def test_every_file_opens_and_is_identified_as_the_manifest_says():
     from labkit import open_model
 
     for e in manifest():
         f = open_model(path(e["name"]))
         assert (f.format, f.kind) == (e["format"], e["kind"]), e["name"]
-        assert f.base == e["base"] or (e["name"] in BASE_BY_DIMS and f.base == "unknown"), e["name"]
+        assert f.base == e["base"], e["name"]
 
 
 def _pickle_globals(ckpt) -> set[str]:
