@@ -34,3 +34,16 @@ def run_into(out: widgets.Output, html_widget: widgets.HTML, work: Callable[[], 
         except LabkitError as e:
             html_widget.value = error_html(e)
             return None
+
+
+def run_from_button(button: widgets.Button, out: widgets.Output, html_widget: widgets.HTML,
+                    status: widgets.HTML | widgets.Label, work: Callable[[], Any]) -> Any:
+    """Run `work` for a click: the button is off while it runs, and an error clears the status."""
+    button.disabled = True
+    try:
+        result = run_into(out, html_widget, work)
+        if html_widget.value:
+            status.value = ""
+        return result
+    finally:
+        button.disabled = False

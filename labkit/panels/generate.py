@@ -10,7 +10,7 @@ import ipywidgets as widgets
 from PIL import Image
 
 from labkit.errors import LabkitError
-from labkit.panels.common import run_into
+from labkit.panels.common import run_from_button
 from labkit.plots import image_grid
 
 PATH_CHOICE = "(the path below)"
@@ -124,13 +124,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
                         f"steps of {scheduler.value}")
 
     def on_click(_: widgets.Button) -> None:
-        button.disabled = True
-        try:
-            run_into(out, error, work)
-            if error.value:
-                status.value = ""
-        finally:
-            button.disabled = False
+        run_from_button(button, out, error, status, work)
 
     dice.on_click(on_dice)
     button.on_click(on_click)

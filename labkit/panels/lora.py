@@ -7,7 +7,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from labkit.errors import LabkitError
-from labkit.panels.common import run_into, table_html
+from labkit.panels.common import run_from_button, table_html
 
 PATH_CHOICE = "(the path below)"
 NONE_CHOICE = "(none)"
@@ -145,17 +145,8 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
         status.value = (f"{n} images: rows are prompt #seed, columns LoRA strength; same noise "
                         f"per seed, {steps.value} steps")
 
-    def clicked(button: widgets.Button, work) -> None:
-        button.disabled = True
-        try:
-            run_into(out, error, work)
-            if error.value:
-                status.value = ""
-        finally:
-            button.disabled = False
-
-    show.on_click(lambda b: clicked(b, show_work))
-    make.on_click(lambda b: clicked(b, grid_work))
+    show.on_click(lambda b: run_from_button(b, out, error, status, show_work))
+    make.on_click(lambda b: run_from_button(b, out, error, status, grid_work))
     return widgets.VBox([
         widgets.HTML("<h3>LoRA lab</h3>"),
         model_pick.widget, first.widget, second.widget, show, error, anatomy, figures,
