@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import struct
 import sys
-import tempfile
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError
+from labkit.errors import CorruptFileError, IncompatibleModelError
 from labkit.files import open_model
 from labkit.gguf import read_gguf
+from tests.bounded import peak_bytes_reading
 
 
 def gstr(text: str) -> bytes:
@@ -116,18 +115,7 @@ def test_hostile_headers_are_refused(tmp_path: Path, case: str) -> None:
 
 
 def _read_bounded(data: bytes) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "f.gguf"
-        path.write_bytes(data)
-        tracemalloc.start()
-        try:
-            read_gguf(path)
-        except LabkitError:
-            pass
-        finally:
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-    assert peak < 1_000_000 + 20 * len(data)
+    assert peak_bytes_reading(read_gguf, data, "f.gguf") < 1_000_000 + 20 * len(data)
 
 
 _VALID = gguf_file()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import tempfile
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -14,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from labkit.errors import CorruptFileError, LabkitError
+from labkit.errors import CorruptFileError
 from labkit.safetensors_header import MAX_HEADER, read_header
 from labkit.tensors import TensorInfo
+from tests.bounded import peak_bytes_reading
 
 
 def build(header: object, data: bytes = b"", raw_header: bytes | None = None) -> bytes:
@@ -122,18 +121,7 @@ def test_sub_byte_dtypes_are_sized_in_bits(tmp_path: Path) -> None:
 
 
 def _read_bytes(data: bytes) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "f.safetensors"
-        path.write_bytes(data)
-        tracemalloc.start()
-        try:
-            read_header(path)
-        except LabkitError:
-            pass
-        finally:
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-    assert peak < 1_000_000 + 20 * len(data)
+    assert peak_bytes_reading(read_header, data, "f.safetensors") < 1_000_000 + 20 * len(data)
 
 
 _VALID = build(good_header(), bytes(12))
