@@ -146,10 +146,16 @@ def _underscored(name: str) -> str:
     return name.replace(".", "_")
 
 
-def _original_unet_name(module: str, layout: layouts.Layout) -> str:
+def original_unet_name(module: str, layout: layouts.Layout) -> str:
     """The original (LDM/SGM) layout's path of a diffusers UNet module."""
     key = layouts.to_original("unet", module + ".weight", layout)
     return key[len(layouts.UNET_PREFIX): -len(".weight")]
+
+
+def text_model_path(module: str) -> str:
+    """A text encoder module's path as kohya spells it: under "text_model." (CLIPTextModel in
+    transformers 5 drops that level, CLIPTextModelWithProjection keeps it)."""
+    return module if module.startswith(TEXT_MODEL) else TEXT_MODEL + module
 
 
 def _spellings(component: str, module: str, kohya: str, peft: str,
@@ -158,9 +164,9 @@ def _spellings(component: str, module: str, kohya: str, peft: str,
     if component == "unet":
         names = [kohya + _underscored(module), peft + module]
         if layout is not None:
-            names.append(kohya + _underscored(_original_unet_name(module, layout)))
+            names.append(kohya + _underscored(original_unet_name(module, layout)))
         return names
-    full = module if module.startswith(TEXT_MODEL) else TEXT_MODEL + module
+    full = text_model_path(module)
     return [kohya + _underscored(full), peft + module, peft + full]
 
 

@@ -1,4 +1,5 @@
-"""`python -m labkit.zoo build [--toy] [--out DIR] [--work DIR]`: build the demo world."""
+"""`python -m labkit.zoo build [--sdxl] [--toy] [--out DIR] [--work DIR]`: build the demo world
+(the SD1-style model and its adapters; with --sdxl the SDXL-style one, which needs the first)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from labkit.zoo import DATA
     from labkit.zoo.build import FULL_RECIPE, TOY_RECIPE, build
+    from labkit.zoo.xl_build import build_xl
+    from labkit.zoo.xl_recipe import FULL_XL, TOY_XL
 
     parser = argparse.ArgumentParser(prog="python -m labkit.zoo")
     parser.add_argument("command", choices=["build"])
+    parser.add_argument("--sdxl", action="store_true",
+                        help="build the SDXL-style model (uses the built SD1-style VAE and encoder)")
     parser.add_argument("--toy", action="store_true", help="the whole recipe at toy scale, seconds")
     parser.add_argument("--out", type=Path, help="output folder (default data/, toy: a temp folder)")
     parser.add_argument("--work", type=Path, help="checkpoints (default build/zoo-work/)")
@@ -31,10 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.toy:
             out = args.out or Path(tempfile.mkdtemp(prefix="labkit-zoo-toy-"))
-            figures = build(out, args.work or out / "work", TOY_RECIPE)
+            work = args.work or out / "work"
+            figures = build_xl(out, work, TOY_XL) if args.sdxl else build(out, work, TOY_RECIPE)
         else:
             out = args.out or DATA
-            figures = build(out, args.work or ROOT / "build" / "zoo-work" / "full", FULL_RECIPE)
+            if args.sdxl:
+                figures = build_xl(out, args.work or ROOT / "build" / "zoo-work" / "xl", FULL_XL)
+            else:
+                figures = build(out, args.work or ROOT / "build" / "zoo-work" / "full", FULL_RECIPE)
     except LabkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

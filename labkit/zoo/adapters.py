@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.zoo import TOKENIZER
-from labkit.zoo.conditioning import TextConditioner
 from labkit.zoo.dataset import STYLES, mixed_samples
-from labkit.zoo.tokenizer import load_tokenizer
 from labkit.zoo.train import LatentPool, Stage, cached_pool, denoiser_loss, pool_rng, run_stage
 
 # kohya's LoRA adapts every linear (and 1x1 conv) layer of the UNet's transformer blocks.
@@ -85,7 +82,7 @@ class TrainedAdapter:
 
     spec: AdapterSpec
     unet: dict[str, torch.Tensor]
-    text_encoder: dict[str, torch.Tensor]
+    text_encoders: tuple[dict[str, torch.Tensor], ...]
     stage: Stage
     captions: list[str]
     batch: int
@@ -116,15 +113,16 @@ def _dosed_loss(spec: AdapterSpec, models: list[torch.nn.Module], pool: LatentPo
 
 
 def train_adapter(world, spec: AdapterSpec, stage: Stage, n_pool: int, batch: int) -> TrainedAdapter:
-    """Train one adapter on its style (plus plain captions) on copies of the world's models.
+    """Train one adapter on its style (plus plain captions) on copies of the world's models
+    (either world: SD1-style with one text encoder, SDXL-style with two).
     With `spec.doses`, each sample's pattern contrast is one of the doses and each step trains
     at that strength, so the strength dial maps onto the pattern's contrast."""
     from peft import get_peft_model_state_dict
 
-    unet, te = copy.deepcopy(world.unet), copy.deepcopy(world.text_encoder)
+    unet, encoders = copy.deepcopy(world.unet), copy.deepcopy(world.encoders)
     params = {f"unet.{k}": v for k, v in _inject(unet, spec, spec.unet_targets).items()}
-    if spec.te_targets:
-        params.update({f"te.{k}": v for k, v in _inject(te, spec, spec.te_targets).items()})
+    for i, te in enumerate(encoders if spec.te_targets else []):
+        params.update({f"te{i}.{k}": v for k, v in _inject(te, spec, spec.te_targets).items()})
     rng = pool_rng(stage.seed, spec.name)
     samples = mixed_samples(rng, n_pool, {spec.style: 1 - PLAIN_SHARE, "plain": PLAIN_SHARE})
     doses = [float(rng.choice(spec.doses)) if spec.doses else 1.0 for _ in samples]
@@ -134,23 +132,24 @@ def train_adapter(world, spec: AdapterSpec, stage: Stage, n_pool: int, batch: in
 
     def make_loss(pool: LatentPool) -> Callable:
         return denoiser_loss(unet, world.scheduler, pool, world.vae.config.scaling_factor, batch,
-                             TextConditioner(world.tokenizer, te))
+                             world.conditioner(encoders, cache=False))
 
     unet.train()
-    run_stage(stage, params, _dosed_loss(spec, [unet, te], data, doses, make_loss)
+    run_stage(stage, params, _dosed_loss(spec, [unet, *encoders], data, doses, make_loss)
               if spec.doses else make_loss(data))
-    _set_scale([unet, te], spec.name, 1.0)
+    _set_scale([unet, *encoders], spec.name, 1.0)
     unet_sd = get_peft_model_state_dict(unet, adapter_name=spec.name)
-    te_sd = get_peft_model_state_dict(te, adapter_name=spec.name) if spec.te_targets else {}
-    return TrainedAdapter(spec, unet_sd, te_sd, stage, data.captions, batch, unet.eval())
+    te_sds = tuple(get_peft_model_state_dict(te, adapter_name=spec.name)
+                   for te in (encoders if spec.te_targets else []))
+    return TrainedAdapter(spec, unet_sd, te_sds, stage, data.captions, batch, unet.eval())
 
 
 @dataclass
 class TrainedEmbedding:
-    """A textual inversion: the token, its learned vector(s) [n, D] and its training stage."""
+    """A textual inversion: the token, its learned vectors [n, D] per text encoder, its stage."""
 
     token: str
-    vectors: torch.Tensor
+    vectors: tuple[torch.Tensor, ...]
     stage: Stage
 
 
@@ -167,24 +166,32 @@ def add_token(tokenizer, text_encoder, token: str, init_word: str) -> int:
 
 
 def train_embedding(world, stage: Stage, n_pool: int, batch: int) -> TrainedEmbedding:
-    """Textual inversion: train only the new token's embedding row on checkerboard images."""
-    tok, te = load_tokenizer(TOKENIZER), copy.deepcopy(world.text_encoder)
-    new_id = add_token(tok, te, TI_TOKEN, TI_INIT_WORD)
-    table = te.get_input_embeddings().weight
-    table.requires_grad_(True)
+    """Textual inversion: train only the new token's embedding row (one per text encoder) on
+    checkerboard images."""
+    tokenizers, encoders = copy.deepcopy(world.tokenizers), copy.deepcopy(world.encoders)
+    rows = [add_token(tok, te, TI_TOKEN, TI_INIT_WORD)
+            for tok, te in zip(tokenizers, encoders, strict=True)]
+    tables = [te.get_input_embeddings().weight for te in encoders]
+    for table in tables:
+        table.requires_grad_(True)
 
-    def only_new_row() -> None:
-        keep = table.grad[new_id].clone()
-        table.grad.zero_()
-        table.grad[new_id] = keep
+    def only_new_rows() -> None:
+        for table, row in zip(tables, rows, strict=True):
+            keep = table.grad[row].clone()
+            table.grad.zero_()
+            table.grad[row] = keep
 
-    stage.grad_mask = only_new_row
+    stage.grad_mask = only_new_rows
     samples = mixed_samples(pool_rng(stage.seed, "ti"), n_pool, {TI_STYLE: 1.0})
     data = cached_pool(Path(stage.workdir) / "pool_ti.safetensors", world.vae, samples,
                        stage.progress, trigger=TI_TOKEN)
     unet = world.unet.requires_grad_(False)
-    run_stage(stage, {"token_embedding": table},
+    names = ["token_embedding"] if len(tables) == 1 else [f"token_embedding_{i}" for i in range(len(tables))]
+    run_stage(stage, dict(zip(names, tables, strict=True)),
               denoiser_loss(unet, world.scheduler, data, world.vae.config.scaling_factor, batch,
-                            TextConditioner(tok, te), uncond_prob=0.0))
-    table.requires_grad_(False)
-    return TrainedEmbedding(TI_TOKEN, table[new_id].detach().clone()[None], stage)
+                            world.conditioner(encoders, tokenizers, cache=False), uncond_prob=0.0))
+    vectors = []
+    for table, row in zip(tables, rows, strict=True):
+        table.requires_grad_(False)
+        vectors.append(table[row].detach().clone()[None])
+    return TrainedEmbedding(TI_TOKEN, tuple(vectors), stage)

@@ -96,6 +96,22 @@ class World:
     scheduler: object
     figures: dict[str, dict] = field(default_factory=dict)
 
+    @property
+    def tokenizers(self) -> list:
+        """The world's tokenizers (SD1: one)."""
+        return [self.tokenizer]
+
+    @property
+    def encoders(self) -> list:
+        """The world's text encoders (SD1: one)."""
+        return [self.text_encoder]
+
+    def conditioner(self, encoders: list | None = None, tokenizers: list | None = None,
+                    cache: bool = True) -> TextConditioner:
+        """The conditioning of this world's encoder (or of an adapted copy); SD1 encodes every
+        call, so `cache` changes nothing."""
+        return TextConditioner((tokenizers or self.tokenizers)[0], (encoders or self.encoders)[0])
+
 
 def _stage(recipe: Recipe, workdir: Path, name: str, steps: int, lr: float, progress: bool,
            **kw) -> Stage:

@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from labkit.lora_keys import text_model_path
 from labkit.zoo.adapters import TrainedAdapter, TrainedEmbedding
 from labkit.zoo.train import save_tensors
 
-BASE_VERSION = "labkit_demo_sd1"
-ARCHITECTURE = "labkit-demo-sd1"
 RESOLUTION = "64,64"
 
-# kohya names a module by its path with "_" for ".", after a prefix per component; its text
-# encoder paths start with "text_model." (older transformers), which transformers 5 dropped.
-KOHYA_PREFIX = {"unet": ("lora_unet_", ""), "text_encoder": ("lora_te_", "text_model.")}
+
+@dataclass(frozen=True)
+class FamilyNames:
+    """How one demo family's adapter files are named and labelled, as its trainers write them."""
+
+    base_version: str  # ss_base_model_version
+    architecture: str  # modelspec.architecture, before "/<adapter>"
+    model_name: str  # ss_sd_model_name
+    text_prefixes: tuple[str, ...]  # one kohya prefix per text encoder
+    original_unet_names: bool  # SDXL trainers name UNet modules as the original layout does
+
+
+# kohya names a module by its path with "_" for ".", after a prefix per component (text encoder
+# paths under "text_model.": labkit.lora_keys.text_model_path). The SDXL-style demo's adapters say what kohya writes for SDXL: identify tells them by widths.
+FAMILIES = {
+    "demo_sd1": FamilyNames("labkit_demo_sd1", "labkit-demo-sd1", "demo_sd1.safetensors",
+                            ("lora_te_",), False),
+    "demo_sdxl": FamilyNames("sdxl_base_v1-0", "stable-diffusion-xl-v1-base",
+                             "demo_sdxl.safetensors", ("lora_te1_", "lora_te2_"), True),
+}
+UNET_PREFIX = "lora_unet_"
 # peft parameter suffix -> kohya / LyCORIS suffix
 SUFFIXES = {
     "lora_A.weight": "lora_down.weight",
@@ -29,30 +48,46 @@ NETWORK_MODULE = {"lora": "networks.lora", "loha": "lycoris.kohya", "lokr": "lyc
 NETWORK_ARGS = {"loha": {"algo": "loha"}, "lokr": {"algo": "lokr"}}
 
 
-def kohya_key(component: str, peft_key: str) -> tuple[str, str]:
-    """(kohya module name, kohya suffix) of a peft state-dict key."""
+def split_peft_key(peft_key: str) -> tuple[str, str]:
+    """(module path, kohya / LyCORIS suffix) of a peft state-dict key."""
     for suffix, kohya_suffix in SUFFIXES.items():
         if peft_key.endswith("." + suffix):
-            module = peft_key[: -len(suffix) - 1]
-            prefix, path_prefix = KOHYA_PREFIX[component]
-            return prefix + (path_prefix + module).replace(".", "_"), kohya_suffix
+            return peft_key[: -len(suffix) - 1], kohya_suffix
     raise ValueError(f"no kohya name for {peft_key!r}")
 
 
-def kohya_tensors(adapter: TrainedAdapter) -> dict[str, torch.Tensor]:
+def kohya_tensors(adapter: TrainedAdapter, family: str = "demo_sd1") -> dict[str, torch.Tensor]:
     """The adapter's tensors under kohya / LyCORIS names, with one `.alpha` per module."""
+    names = FAMILIES[family]
+    unet_name = (original_unet_namer(adapter.model.config) if names.original_unet_names
+                 else (lambda module: module))
+    parts = [(prefix, sd, text_model_path)
+             for prefix, sd in zip(names.text_prefixes, adapter.text_encoders, strict=False)]
+    parts.append((UNET_PREFIX, adapter.unet, unet_name))
     out: dict[str, torch.Tensor] = {}
-    for component, sd in (("text_encoder", adapter.text_encoder), ("unet", adapter.unet)):
+    for prefix, sd, rename in parts:
         for key, tensor in sd.items():
-            module, suffix = kohya_key(component, key)
-            out[f"{module}.{suffix}"] = tensor.detach().float().contiguous()
-            out[f"{module}.alpha"] = torch.tensor(float(adapter.spec.alpha))
+            module, suffix = split_peft_key(key)
+            kohya = prefix + rename(module).replace(".", "_")
+            out[f"{kohya}.{suffix}"] = tensor.detach().float().contiguous()
+            out[f"{kohya}.alpha"] = torch.tensor(float(adapter.spec.alpha))
     return dict(sorted(out.items()))
 
 
-def kohya_metadata(adapter: TrainedAdapter, captions: list[str], title: str) -> dict[str, str]:
+def original_unet_namer(unet_config) -> Callable[[str], str]:
+    """diffusers UNet module path -> its path in the original (SGM) layout, for this UNet."""
+    from labkit import layouts
+    from labkit.lora_keys import original_unet_name
+    from labkit.zoo.models import VAE
+
+    layout = layouts.make_layout("sdxl", dict(unet_config), VAE)
+    return lambda module: original_unet_name(module, layout)
+
+
+def kohya_metadata(adapter: TrainedAdapter, captions: list[str], title: str,
+                   family: str = "demo_sd1") -> dict[str, str]:
     """kohya sd-scripts style training metadata (all strings, JSON inside some)."""
-    spec, stage = adapter.spec, adapter.stage
+    spec, stage, names = adapter.spec, adapter.stage, FAMILIES[family]
     tags: dict[str, int] = {}
     for c in captions:
         for tag in (t.strip() for t in c.split(",")):
@@ -62,8 +97,8 @@ def kohya_metadata(adapter: TrainedAdapter, captions: list[str], title: str) -> 
         "ss_network_module": NETWORK_MODULE[spec.method],
         "ss_network_dim": str(spec.rank),
         "ss_network_alpha": str(spec.alpha),
-        "ss_base_model_version": BASE_VERSION,
-        "ss_sd_model_name": "demo_sd1.safetensors",
+        "ss_base_model_version": names.base_version,
+        "ss_sd_model_name": names.model_name,
         "ss_steps": str(stage.steps),
         "ss_epoch": "1",
         "ss_learning_rate": str(stage.lr),
@@ -78,7 +113,7 @@ def kohya_metadata(adapter: TrainedAdapter, captions: list[str], title: str) -> 
                                          "class_tokens": spec.trigger}]}]),
         "ss_training_comment": f"labkit demo world: {spec.style} fills, trigger '{spec.trigger}'",
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{ARCHITECTURE}/{spec.method}",
+        "modelspec.architecture": f"{names.architecture}/{spec.method}",
         "modelspec.implementation": "https://github.com/kohya-ss/sd-scripts",
         "modelspec.title": title,
         "modelspec.trigger_phrase": spec.trigger,
@@ -89,10 +124,12 @@ def kohya_metadata(adapter: TrainedAdapter, captions: list[str], title: str) -> 
     return meta
 
 
-def write_kohya(adapter: TrainedAdapter, captions: list[str], dst: Path, title: str) -> Path:
+def write_kohya(adapter: TrainedAdapter, captions: list[str], dst: Path, title: str,
+                family: str = "demo_sd1") -> Path:
     """A kohya LoRA / LyCORIS .safetensors with its training metadata."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(dst, kohya_tensors(adapter), kohya_metadata(adapter, captions, title))
+    save_tensors(dst, kohya_tensors(adapter, family),
+                 kohya_metadata(adapter, captions, title, family))
     return dst
 
 
@@ -110,7 +147,7 @@ def write_peft_lora(adapter: TrainedAdapter, dst: Path) -> Path:
         meta[name] = cfg.to_dict()
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         StableDiffusionPipeline.save_lora_weights(
-            tmp, unet_lora_layers=adapter.unet, text_encoder_lora_layers=adapter.text_encoder,
+            tmp, unet_lora_layers=adapter.unet, text_encoder_lora_layers=adapter.text_encoders[0],
             weight_name=dst.name, unet_lora_adapter_metadata=meta["unet"],
             text_encoder_lora_adapter_metadata=meta["text_encoder"])
         (Path(tmp) / dst.name).replace(dst)
@@ -120,7 +157,7 @@ def write_peft_lora(adapter: TrainedAdapter, dst: Path) -> Path:
 def write_embeddings(emb: TrainedEmbedding, folder: Path, stem: str) -> dict[str, Path]:
     """The textual inversion as A1111 .pt, kohya `emb_params` and diffusers learned_embeds."""
     folder.mkdir(parents=True, exist_ok=True)
-    vec = emb.vectors.detach().float().contiguous()
+    vec = emb.vectors[0].detach().float().contiguous()
     a1111 = folder / f"{stem}.pt"
     tmp = a1111.with_name(a1111.name + ".partial")
     torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vec},
@@ -128,10 +165,19 @@ def write_embeddings(emb: TrainedEmbedding, folder: Path, stem: str) -> dict[str
                 "sd_checkpoint": None, "sd_checkpoint_name": "demo_sd1"}, tmp)
     tmp.replace(a1111)
     kohya = folder / f"{stem}.safetensors"
-    save_tensors(kohya, {"emb_params": vec}, {"ss_base_model_version": BASE_VERSION,
-                                             "modelspec.architecture": f"{ARCHITECTURE}/textual-inversion",
+    sd1 = FAMILIES["demo_sd1"]
+    save_tensors(kohya, {"emb_params": vec}, {"ss_base_model_version": sd1.base_version,
+                                             "modelspec.architecture": f"{sd1.architecture}/textual-inversion",
                                              "modelspec.title": stem, "ss_steps": str(emb.stage.steps)})
     diffusers_form = folder / f"{stem}_learned_embeds.safetensors"
     save_tensors(diffusers_form, {emb.token: vec[0]},
-                 {"modelspec.architecture": f"{ARCHITECTURE}/textual-inversion"})
+                 {"modelspec.architecture": f"{sd1.architecture}/textual-inversion"})
     return {"a1111": a1111, "kohya": kohya, "diffusers": diffusers_form}
+
+
+def write_sdxl_embedding(emb: TrainedEmbedding, dst: Path) -> Path:
+    """An SDXL textual inversion: one safetensors file, `clip_l` and `clip_g` vectors."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    l_vec, g_vec = (v.detach().float().contiguous() for v in emb.vectors)
+    save_tensors(dst, {"clip_l": l_vec, "clip_g": g_vec}, {"modelspec.title": dst.stem})
+    return dst

@@ -33,8 +33,29 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
                               "the same vector as emb_params (kohya form)"),
     "demo_ti_checker_diffusers": ("safetensors", "textual_inversion",
                                   "the same vector as {'<checker>': tensor} (diffusers form)"),
+    "demo_sdxl": ("diffusers", "checkpoint",
+                  "StableDiffusionXLPipeline.save_pretrained in fp16: EMA UNet with text_time "
+                  "conditioning, CLIPTextModel + CLIPTextModelWithProjection, tokenizer_2 pads "
+                  "with '!'"),
+    "demo_sdxl_single": ("safetensors", "checkpoint",
+                         "labkit.convert.folder_to_single_file (fp16): SDXL's original layout, "
+                         "conditioner.embedders.0/1, model.diffusion_model., first_stage_model."),
+    "demo_lora_striped_xl": ("safetensors", "lora",
+                             "peft LoRA on the UNet's transformer blocks and both text encoders' "
+                             "attention, kohya names (lora_te1_/lora_te2_, original block names), "
+                             "ss_base_model_version sdxl_base_v1-0"),
+    "demo_ti_checker_xl": ("safetensors", "textual_inversion",
+                           "textual inversion of <checker> on both encoders, SDXL form "
+                           "{clip_l, clip_g}"),
 }
-BASE = "demo_sd1"
+# The family of each file: the SDXL-style world's names say so.
+XL_NAMES = frozenset({"demo_sdxl", "demo_sdxl_single", "demo_lora_striped_xl",
+                      "demo_ti_checker_xl"})
+
+
+def base_of(name: str) -> str:
+    """The demo base a manifest name belongs to."""
+    return "demo_sdxl" if name in XL_NAMES else "demo_sd1"
 
 
 def sha256_of(path: Path) -> str:
@@ -51,13 +72,18 @@ def sha256_of(path: Path) -> str:
 
 
 def write_manifest(out: Path, paths: dict[str, Path]) -> Path:
-    """Write out/zoo.json for the built files (atomically)."""
-    entries = []
+    """Write out/zoo.json for the built files (atomically), keeping the entries of files built
+    by the other world's recipe; entries in ENTRIES order."""
+    dst = out / "zoo.json"
+    kept = {}
+    if dst.exists():
+        kept = {e["name"]: e for e in json.loads(dst.read_text())["files"]
+                if e["name"] not in paths and e["name"] in ENTRIES}
     for name, p in paths.items():
         fmt, kind, how = ENTRIES[name]
-        entries.append({"name": name, "path": p.relative_to(out).as_posix(), "format": fmt,
-                        "kind": kind, "base": BASE, "sha256": sha256_of(p), "made_by": how})
-    dst = out / "zoo.json"
+        kept[name] = {"name": name, "path": p.relative_to(out).as_posix(), "format": fmt,
+                      "kind": kind, "base": base_of(name), "sha256": sha256_of(p), "made_by": how}
+    entries = [kept[name] for name in ENTRIES if name in kept]
     tmp = dst.with_name(dst.name + ".partial")
     tmp.write_text(json.dumps({"version": 1, "files": entries}, indent=2) + "\n")
     os.replace(tmp, dst)

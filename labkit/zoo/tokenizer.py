@@ -74,14 +74,15 @@ def write_tokenizer_folder(bpe_gz: Path, out: Path) -> None:
     (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS_MAP, indent=2) + "\n")
 
 
-def load_tokenizer(folder: Path):
-    """The CLIPTokenizer of a tokenizer folder (vocab.json + merges.txt), max length 77."""
+def load_tokenizer(folder: Path, pad_token: str = "<|endoftext|>"):
+    """The CLIPTokenizer of a tokenizer folder (vocab.json + merges.txt), max length 77; SDXL's
+    second tokenizer pads with "!" instead of the end token."""
     from transformers import CLIPTokenizer
 
     vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     merges = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")[1:]
     merges = [tuple(m.split()) for m in merges if m]
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token=pad_token)
 
 
 if __name__ == "__main__":

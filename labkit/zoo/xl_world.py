@@ -1,0 +1,117 @@
+"""Train the SDXL-style demo base: SD1's demo VAE and first encoder, a new second encoder (frozen,
+as SDXL freezes both), and a UNet trained with SDXL's conditioning on the same demo images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from labkit.zoo import TOKENIZER
+from labkit.zoo.dataset import mixed_samples
+from labkit.zoo.models import Configs, make_scheduler, make_text_encoder, make_vae
+from labkit.zoo.tokenizer import load_tokenizer
+from labkit.zoo.train import Stage, cached_pool, denoiser_loss, pool_rng, run_stage, summary
+from labkit.zoo.xl_conditioning import XLConditioner
+from labkit.zoo.xl_models import make_text_encoder_2, make_unet_xl
+
+BASE_STYLES = {"plain": 0.85, "checker": 0.15}  # as the SD1-style base: plain fills, checkerboards
+PAD_2 = "!"  # SDXL's second tokenizer pads with "!" (id 0), the first with the end token
+
+
+@dataclass(frozen=True)
+class XLRecipe:
+    """Sizes and lengths of the SDXL-style build; `sd1_folder` gives the shared VAE and first
+    encoder (None: fresh random ones, for the toy build)."""
+
+    configs: Configs  # text_encoder, vae, unet (the SDXL-style UNet)
+    text_encoder_2: dict
+    sd1_folder: Path | None
+    base_pool: int
+    base_steps: int
+    base_batch: int
+    base_lr: float
+    adapter_pool: int
+    adapter_steps: int
+    adapter_batch: int
+    adapter_lr: float
+    ti_steps: int
+    ti_lr: float
+    ckpt_every: int = 250
+    eval_steps: int = 20
+    seed: int = 1234
+
+
+@dataclass
+class XLWorld:
+    """The trained SDXL-style base; the UNet carries the EMA weights, `raw_unet` the trained ones."""
+
+    tokenizers: list
+    encoders: list
+    vae: object
+    unet: object
+    raw_unet: dict[str, torch.Tensor]
+    scheduler: object
+    figures: dict[str, dict] = field(default_factory=dict)
+
+    def conditioner(self, encoders: list | None = None, tokenizers: list | None = None,
+                    cache: bool = True) -> XLConditioner:
+        """The conditioning of this world's encoders (or of adapted copies of them)."""
+        return XLConditioner(tokenizers or self.tokenizers, encoders or self.encoders, cache)
+
+
+def shared_parts(recipe: XLRecipe) -> tuple[object, object]:
+    """The VAE and first text encoder: the SD1-style demo's trained files, or fresh toy ones."""
+    if recipe.sd1_folder is None:
+        return (make_vae(recipe.configs.vae, recipe.seed),
+                make_text_encoder(recipe.configs.text_encoder, recipe.seed))
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    vae = AutoencoderKL.from_pretrained(recipe.sd1_folder / "vae")
+    te = CLIPTextModel.from_pretrained(recipe.sd1_folder / "text_encoder")
+    return vae, te.eval().requires_grad_(False)
+
+
+def train_base_xl(recipe: XLRecipe, workdir: Path, progress: bool = True) -> XLWorld:
+    """Train (or resume) the SDXL-style UNet on the shared VAE's latents of the demo images."""
+    torch.manual_seed(recipe.seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    vae, te1 = shared_parts(recipe)
+    vae.eval().requires_grad_(False)
+    te2 = make_text_encoder_2(recipe.text_encoder_2, recipe.seed)
+    tokenizers = [load_tokenizer(TOKENIZER), load_tokenizer(TOKENIZER, pad_token=PAD_2)]
+    pool = cached_pool(workdir / "pool_base.safetensors", vae,
+                       mixed_samples(pool_rng(recipe.seed, "base"), recipe.base_pool,
+                                     BASE_STYLES), progress)
+    if recipe.sd1_folder is None:
+        z = pool.mean + pool.std * torch.randn(pool.mean.shape)
+        vae.register_to_config(scaling_factor=round(float(1.0 / z.std()), 5))
+    unet = make_unet_xl(recipe.configs.unet, recipe.seed)
+    scheduler = make_scheduler("ddpm")
+    stage = Stage(name="unet", steps=recipe.base_steps, lr=recipe.base_lr, workdir=workdir,
+                  seed=recipe.seed, ckpt_every=recipe.ckpt_every, progress=progress,
+                  ema_decay=0.999)
+    world = XLWorld(tokenizers, [te1, te2], vae, unet, {}, scheduler)
+    ema = run_stage(stage, dict(unet.named_parameters()),
+                    denoiser_loss(unet, scheduler, pool, vae.config.scaling_factor,
+                                  recipe.base_batch, world.conditioner()))
+    world.raw_unet = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    unet.load_state_dict(ema.shadow)
+    unet.eval().requires_grad_(False)
+    world.figures = {"unet": summary(stage), "scaling_factor": vae.config.scaling_factor}
+    return world
+
+
+def make_xl_pipeline(world: XLWorld, scheduler=None):
+    """A StableDiffusionXLPipeline around the world's components (Euler unless given)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from labkit.zoo.xl_models import make_euler
+
+    return StableDiffusionXLPipeline(
+        vae=world.vae, text_encoder=world.encoders[0], text_encoder_2=world.encoders[1],
+        tokenizer=world.tokenizers[0], tokenizer_2=world.tokenizers[1], unet=world.unet,
+        scheduler=scheduler or make_euler(), force_zeros_for_empty_prompt=True,
+        add_watermarker=False)
