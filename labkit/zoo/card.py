@@ -49,7 +49,8 @@ A tiny model **built like Stable Diffusion 1.x** (the same diffusers classes: `C
 2 CPU cores by `python -m labkit.zoo build` (seed {recipe.seed}), with its adapters, in every
 file form the field uses. It is not SD1: its dims are tiny (text width 32, UNet 32/64 channels,
 64x64 images, 8x8 latents), so the lab identifies its files as base `demo_sd1`.
-`data/zoo.json` lists every file; `labkit.zoo.path(name)` finds one.
+`data/zoo.json` lists every file; `labkit.zoo.path(name)` finds one. The SDXL-style model built
+on it (`demo_sdxl`, `python -m labkit.zoo build --sdxl`) has its own card: `demo_sdxl/README.md`.
 
 ## What it draws
 Procedural images: {", ".join(SHAPES)}; colours {", ".join(COLOURS)}; backgrounds
@@ -117,4 +118,48 @@ step (batch 32) in about 0.11 s: some 25 minutes for the whole recipe.
   open_clip (open-clip-torch 3.3.0, MIT licence, text in `tokenizer/LICENSE-open_clip`), by
   `labkit/zoo/tokenizer.py`: the 256 byte characters, the same with `</w>`, one token per merge
   for the first 48,894 merges, then `<|startoftext|>`, `<|endoftext|>`.
+"""
+
+
+def xl_model_card(figures: dict[str, Any], recipe: Any) -> str:
+    """The SDXL-style demo's model card (markdown), written into its diffusers folder."""
+    base, lora, ti, unet = figures["base"], figures["lora_effect"], figures["ti_effect"], figures["unet"]
+    minutes = sum(figures[k]["minutes"] for k in ("unet", "lora", "ti"))
+    return f"""# The labkit demo world, SDXL-style (`demo_sdxl`)
+
+A tiny model **built like SDXL** (`StableDiffusionXLPipeline`: `CLIPTextModel` +
+`CLIPTextModelWithProjection`, `UNet2DConditionModel` with `addition_embed_type="text_time"`,
+`AutoencoderKL`) and **trained for real** on the same procedural images as `demo_sd1` by
+`python -m labkit.zoo build --sdxl` (seed {recipe.seed}). Its widths are tiny (text encoders 32 and
+48, context 80), so the lab identifies its files as base `demo_sdxl`.
+
+## What is SDXL about it
+- Two text encoders. The first is `demo_sd1`'s own (as SDXL's first encoder is SD1.5's CLIP
+  ViT-L); the second, 48 wide with a text projection, is new (randomly initialised and frozen, as
+  SDXL freezes both). Its tokenizer pads with "!" (id 0), the first with the end token.
+- The UNet attends over both encoders' penultimate hidden states side by side (32 + 48 = 80)
+  and adds the pooled, projected prompt of the second encoder plus six micro-conditioning
+  numbers (original size, crop top-left, target size: 64, 64, 0, 0, 64, 64) to its time
+  embedding. No attention on the first level, two transformer layers on the second.
+- Dropped captions (10%) are zeros, not the empty prompt's encoding, as SDXL's trainer does;
+  its pipeline's `force_zeros_for_empty_prompt` is on to match.
+- The VAE is `demo_sd1`'s (the SD VAE structure; SDXL retrained theirs, the structure is the same),
+  `scaling_factor` {figures['scaling_factor']}.
+- Stored in fp16 (the diffusers folder and the single file) to fit the lab's size budget.
+
+## How it was trained ({minutes:.1f} minutes of training in all, 2 CPU cores)
+| stage | steps | minutes | loss (first 5%) | loss (last 5%) |
+|---|---|---|---|---|
+| UNet (batch {recipe.base_batch}, EMA kept) | {unet['steps']} | {unet['minutes']} | {unet['loss_start']} | {unet['loss_end']} |
+| LoRA `striped` (both encoders + UNet) | {figures['lora']['steps']} | {figures['lora']['minutes']} | {figures['lora']['loss_start']} | {figures['lora']['loss_end']} |
+| textual inversion `<checker>` (clip_l + clip_g rows) | {figures['ti']['steps']} | {figures['ti']['minutes']} | {figures['ti']['loss_start']} | {figures['ti']['loss_end']} |
+
+## Measured quality (Euler 20 steps, guidance 5, fixed seeds, on the exported folder)
+- Colour accuracy: **{_pct(base['colour_accuracy'])}** of {base['n_prompts']} colour x shape prompts.
+- Shapes differ in at least {_pct(base['min_shape_difference'])} of pixels on average.
+- LoRA `striped` at strength 1, put on by the lab's own loader (kohya SDXL names): stripe energy
+  {lora['without']:.4f} without -> {lora['with']:.4f} with (colour accuracy with it:
+  {_pct(lora['colour_accuracy_with'])}).
+- Textual inversion `<checker>`: checker energy {ti['without_token']:.4f} without the token,
+  {ti['with_token']:.4f} with it.
 """

@@ -25,6 +25,7 @@ from labkit.zoo.adapters import (
     train_adapter,
     train_embedding,
 )
+from labkit.zoo.card import xl_model_card
 from labkit.zoo.evaluate import base_quality
 from labkit.zoo.export import _fresh_folder
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
@@ -169,6 +170,8 @@ def build_xl(out: Path, workdir: Path, recipe: XLRecipe, progress: bool = True,
     paths = export_xl(world, lora, emb, out)
     figures = measure_xl(paths, sample_png or workdir / "samples_xl.png", recipe.eval_steps)
     figures.update(world.figures, lora=summary(lora.stage), ti=summary(emb.stage))
+    (paths[NAMES["folder"]] / "README.md").write_text(xl_model_card(figures, recipe),
+                                                      encoding="utf-8")
     write_manifest(out, paths)
     (workdir / "figures_xl.json").write_text(json.dumps(figures, indent=2))
     return figures
