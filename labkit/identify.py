@@ -79,27 +79,40 @@ def _looked_for(keys: list[str]) -> str:
 # ---- metadata ----
 
 def _metadata_base(metadata: Mapping[str, str]) -> tuple[str, tuple[str, ...], str] | None:
-    """(base, variants, reason) told by ss_base_model_version or modelspec.architecture."""
+    """(base, variants, the entry that says so) from ss_base_model_version or
+    modelspec.architecture."""
     version = metadata.get("ss_base_model_version", "")
     if version in R.SS_BASE_VERSIONS:
         base, variant = R.SS_BASE_VERSIONS[version]
-        return base, variant, f"metadata ss_base_model_version={version!r} -> {base}"
+        return base, variant, f"ss_base_model_version={version!r}"
     arch = metadata.get("modelspec.architecture", "").split("/")[0]
     for prefix, base, variant in R.MODELSPEC_ARCHS:
         if arch.startswith(prefix):
-            return base, variant, f"metadata modelspec.architecture={arch!r} -> {base}"
+            return base, variant, f"modelspec.architecture={arch!r}"
     return None
 
 
-def _told_base(dims_base: str | None, metadata: Mapping[str, str],
-               evidence: list[str]) -> tuple[str, list[str], str]:
-    """An adapter's base: metadata when present, else the dims, else unknown."""
+def same_widths(a: str, b: str) -> bool:
+    """Whether two bases have the same widths (equal, or one shares the other's, as Playground
+    shares SDXL's), so that neither widths nor shapes tell them apart."""
+    return R.SAME_WIDTHS.get(a, a) == R.SAME_WIDTHS.get(b, b)
+
+
+def _told_base(dims_base: str | None, metadata: Mapping[str, str], evidence: list[str],
+               widths: str = "") -> tuple[str, list[str], str]:
+    """A file's base: the measured widths when they name one, and the metadata only where the
+    widths fit it too (it tells variants, and bases of the same widths); else unknown."""
     meta = _metadata_base(metadata)
     if meta is not None:
-        base, variant, why = meta
-        evidence.append(why)
+        base, variant, said = meta
+        if dims_base and not same_widths(dims_base, base):
+            evidence.append(f"metadata says {said} ({base}), but the widths {widths} are those "
+                            f"of {R.BASE_NAMES.get(dims_base, dims_base)} ({dims_base}): the "
+                            "widths decide")
+            return dims_base, [], "dims"
+        evidence.append(f"metadata {said} -> {base}")
         if dims_base and dims_base != base:
-            evidence.append(f"the dims suggest {dims_base}; the metadata is used")
+            evidence.append(f"the widths fit {dims_base} as well; the metadata tells {base}")
         return base, list(variant), "metadata"
     if dims_base:
         return dims_base, [], "dims"
@@ -146,8 +159,8 @@ def _adapter(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Iden
                 + ", ".join(f"{p} x{n}" for p, n in sorted(parts.items()))]
     if kind in ("lora", "dora") and naming == "kohya/LyCORIS" and R.ALPHA_SUFFIX not in found:
         evidence.append("no .alpha keys: alpha = rank, so the scale alpha/rank is 1")
-    dims_base = _adapter_dims_base(table, kind, modules, set(parts), evidence)
-    base, variant, source = _told_base(dims_base, metadata, evidence)
+    dims_base, widths = _adapter_dims_base(table, kind, modules, set(parts), evidence)
+    base, variant, source = _told_base(dims_base, metadata, evidence, widths)
     variant += _prediction_variants(metadata, evidence)
     return Identity(kind, base, variant, source, evidence)
 
@@ -171,8 +184,9 @@ def _in_dim(table: Table, kind: str, suffixes: dict[str, str]) -> int | None:
 
 
 def _adapter_dims_base(table: Table, kind: str, modules: dict[str, dict[str, str]],
-                       parts: set[str], evidence: list[str]) -> str | None:
-    """The base told by cross-attention input dims and text-encoder widths, if they agree."""
+                       parts: set[str], evidence: list[str]) -> tuple[str | None, str]:
+    """The base told by cross-attention input dims and text-encoder widths if they agree, and
+    the widths measured ("te1 32 / te2 48 / context 80")."""
     bases: dict[str, str] = {}
     seen: set[tuple[str, int]] = set()
     te_two = "te2" in parts  # PEFT names SDXL's first encoder text_encoder., kohya lora_te1_
@@ -192,16 +206,18 @@ def _adapter_dims_base(table: Table, kind: str, modules: dict[str, dict[str, str
         evidence.append(f"{module} input dim {dim} -> " + (f"{base} {what}" if base else
                                                             f"no real {what} width"))
         bases[what] = base
+    widths = " / ".join(f"{what} {dim}" for what, dim in
+                        sorted(seen, key=lambda w: (w[0] == "context", w)))
     for fragment, hint in R.ADAPTER_FAMILY_HINTS:
         if any(fragment in m for m in modules):
             evidence.append(hint)
-            return None
+            return None, widths
     told = set(bases.values())
     if len(told) == 1 and None not in told:
-        return told.pop()
+        return told.pop(), widths
     if len(told - {None}) > 1:
         evidence.append("the dims disagree: " + ", ".join(f"{w} -> {b}" for w, b in bases.items()))
-    return None
+    return None, widths
 
 
 # ---- textual inversion ----
@@ -234,7 +250,8 @@ def _embedding(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Id
     evidence = [f"textual inversion ({form}): {counts[0]} vector(s) of width "
                 + " + ".join(map(str, widths))
                 + (f" -> {dims_base}" if dims_base else " (no real text-encoder width)")]
-    base, variant, source = _told_base(dims_base, metadata, evidence)
+    base, variant, source = _told_base(dims_base, metadata, evidence,
+                                       " + ".join(map(str, widths)))
     return Identity("textual_inversion", base, variant, source, evidence)
 
 

@@ -57,6 +57,13 @@ ARCH_NAMES = {
 # The UNet's cross-attention key: its last dim is the context (text embedding) width.
 CONTEXT_SUFFIX = "attn2.to_k.weight"
 REAL_CONTEXT_DIMS = frozenset({768, 1024, 1280, 2048})
+# The lab's demo models are told by their widths like a real family: their adapters carry no
+# metadata in the PEFT and A1111 forms, and the demo SDXL's kohya LoRA carries real SDXL's.
+# The demo SD1 (labkit/zoo/models.py) is 32 wide; the demo SDXL (labkit/zoo/xl_models.py) has
+# the same 32-wide first encoder, a 48-wide second one, and its UNet reads both side by side.
+DEMO_SD1_WIDTH = 32
+DEMO_SDXL_WIDTHS = (DEMO_SD1_WIDTH, 48)
+DEMO_SDXL_CONTEXT = sum(DEMO_SDXL_WIDTHS)
 # Prefixes that only SDXL-style checkpoints use for their text encoders.
 XL_PREFIXES = ("conditioner.embedders.",)
 EDM_KEY = "edm_mean"
@@ -104,6 +111,12 @@ TEXT_ENCODER_BASES: dict[tuple[tuple[str, int], ...], tuple[str, str]] = {
     (("clip", 768), ("openclip", 1280)): ("sdxl", "CLIP-L 768 + bigG 1280 -> SDXL"),
     (("clip", 768), ("clip", 1280)): ("sdxl", "CLIP-L 768 + bigG 1280 -> SDXL"),
     (("clip", 768), ("clip", 1280), ("t5", 4096)): ("sd3", "CLIP-L + CLIP-G + T5-XXL -> SD3"),
+    (("clip", DEMO_SD1_WIDTH),): ("demo_sd1", f"CLIP {DEMO_SD1_WIDTH} -> the lab's demo SD1 "
+                                              "(also the demo SDXL's first encoder)"),
+    (("clip", DEMO_SDXL_WIDTHS[0]), ("clip", DEMO_SDXL_WIDTHS[1])):
+        ("demo_sdxl", "CLIP {} + {} -> the lab's demo SDXL".format(*DEMO_SDXL_WIDTHS)),
+    (("clip", DEMO_SDXL_WIDTHS[0]), ("openclip", DEMO_SDXL_WIDTHS[1])):
+        ("demo_sdxl", "CLIP {} + OpenCLIP {} -> the lab's demo SDXL".format(*DEMO_SDXL_WIDTHS)),
 }
 VAE_LATENTS = {
     4: "4 latent channels: the SD1/SD2/SDXL VAE layout (all three share it, the base is not told)",
@@ -145,13 +158,18 @@ LOKR_FACTORS = ((".lokr_w1", ".lokr_w1_b"), (".lokr_w2", ".lokr_w2_b"))
 # Module names whose input width tells the base: UNet cross-attention keys, text encoder queries.
 CONTEXT_PROBES = ("attn2_to_k", "attn2.to_k")
 TE_PROBES = ("self_attn_q_proj", "self_attn.q_proj")
-# The lab's demo SD1 (labkit/zoo/models.py) is 32 wide: its adapters carry no metadata in the
-# PEFT and A1111 forms, so its width is told like a real family's.
-DEMO_SD1_WIDTH = 32
 CONTEXT_BASES = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner",
-                 DEMO_SD1_WIDTH: "demo_sd1"}
+                 DEMO_SD1_WIDTH: "demo_sd1", DEMO_SDXL_CONTEXT: "demo_sdxl"}
 PART_WIDTH_BASES = {("te", 768): "sd1", ("te", 1024): "sd2", ("te1", 768): "sdxl",
-                    ("te2", 1280): "sdxl", ("te", DEMO_SD1_WIDTH): "demo_sd1"}
+                    ("te2", 1280): "sdxl", ("te", DEMO_SD1_WIDTH): "demo_sd1",
+                    ("te1", DEMO_SDXL_WIDTHS[0]): "demo_sdxl",
+                    ("te2", DEMO_SDXL_WIDTHS[1]): "demo_sdxl"}
+# Bases whose widths are all another base's: the widths cannot tell them apart, metadata can.
+SAME_WIDTHS = {"playground": "sdxl"}
+# The base names in evidence and error messages.
+BASE_NAMES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "sdxl_refiner": "the SDXL refiner",
+              "playground": "Playground v2.5", "demo_sd1": "the lab's demo SD1",
+              "demo_sdxl": "the lab's demo SDXL"}
 # Module-name fragments of transformer families whose adapters the dims cannot place.
 ADAPTER_FAMILY_HINTS = (
     ("double_blocks", "Flux-style modules (double_blocks): dev and schnell share every key"),
@@ -165,7 +183,7 @@ TI_EMB_PARAMS = "emb_params"
 TI_SDXL_KEYS = ("clip_l", "clip_g")
 TI_MAX_VECTORS = 75  # a prompt holds 75 tokens; more rows is not an embedding
 TI_WIDTH_BASES = {(768,): "sd1", (1024,): "sd2", (768, 1280): "sdxl",
-                  (DEMO_SD1_WIDTH,): "demo_sd1"}
+                  (DEMO_SD1_WIDTH,): "demo_sd1", DEMO_SDXL_WIDTHS: "demo_sdxl"}
 
 # ---- metadata ----
 # ss_base_model_version values (kohya sd-scripts; the lab's demo builder writes labkit_demo_*).

@@ -6,6 +6,7 @@ import pytest
 import safetensors
 import torch
 
+from labkit import identify_rules as R
 from labkit.identify import Identity, identify
 from labkit.tensors import TensorInfo
 from tests.layout_files import (
@@ -199,7 +200,7 @@ def test_lora_without_alpha():
 
 @pytest.mark.parametrize("name,meta,base,variant", [
     ("sd15_lora_kohya", {"ss_base_model_version": "sd_v1"}, "sd1", []),
-    ("sd15_lora_kohya", {"ss_base_model_version": "sd_v2_v"}, "sd2", ["v_prediction"]),
+    ("sd15_lora_kohya", {"ss_base_model_version": "sd_v1_v"}, "sd1", ["v_prediction"]),
     ("sdxl_lora_kohya", {"ss_base_model_version": "sdxl_base_v1-0"}, "sdxl", []),
     ("sdxl_lora_kohya", {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "sdxl",
      []),
@@ -209,6 +210,54 @@ def test_lora_base_from_metadata(name, meta, base, variant):
     identity = identify(load_layout(name), meta)
     assert summary(identity) == ("lora", base, variant, "metadata")
     assert any("metadata" in e for e in identity.evidence)
+
+
+def test_metadata_variants_on_sd2_widths():
+    identity = identify(shrink_lora(load_layout("sd15_lora_kohya"), 1024),
+                        {"ss_base_model_version": "sd_v2_v"})
+    assert summary(identity) == ("lora", "sd2", ["v_prediction"], "metadata")
+
+
+def demo_sdxl_lora():
+    """The kohya SDXL table at the demo SDXL's widths (te1 32, te2 48, context 80)."""
+    te1, te2 = R.DEMO_SDXL_WIDTHS
+    widths = {"lora_te1_": te1, "lora_te2_": te2, "attn2_to_k": R.DEMO_SDXL_CONTEXT}
+    out = {}
+    for key, info in load_layout("sdxl_lora_kohya").items():
+        width = next((w for part, w in widths.items() if part in key), None)
+        down = key.endswith(".lora_down.weight") and width is not None
+        out[key] = T((info.shape[0], width), info.dtype) if down else info
+    return out
+
+
+@pytest.mark.parametrize("table,meta,base,said", [
+    (demo_sdxl_lora, {"ss_base_model_version": "sdxl_base_v1-0"}, "demo_sdxl",
+     "te1 32 / te2 48 / context 80 are those of the lab's demo SDXL"),
+    (demo_sdxl_lora, {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "demo_sdxl",
+     "modelspec.architecture='stable-diffusion-xl-v1-base'"),
+    (lambda: shrink_lora(load_layout("sd15_lora_kohya"), 32), {"ss_base_model_version": "sd_v1"},
+     "demo_sd1", "te 32 / context 32 are those of the lab's demo SD1"),
+    (lambda: load_layout("sd15_lora_kohya"), {"ss_base_model_version": "sdxl_base_v1-0"}, "sd1",
+     "te 768 / context 768 are those of SD1"),
+])
+def test_widths_win_over_metadata_of_another_family(table, meta, base, said):
+    identity = identify(table(), meta)
+    assert summary(identity) == ("lora", base, [], "dims")
+    (line,) = [e for e in identity.evidence if "the widths decide" in e]
+    assert line.startswith("metadata says ") and said in line
+
+
+def test_the_demo_sdxl_lora_by_its_widths_alone():
+    identity = identify(demo_sdxl_lora())
+    assert summary(identity) == ("lora", "demo_sdxl", [], "dims")
+    assert not any("metadata" in e for e in identity.evidence)
+
+
+def test_metadata_tells_bases_of_the_same_widths():
+    identity = identify(load_layout("sdxl_lora_kohya"),
+                        {"modelspec.architecture": "playground-v2.5/lora"})
+    assert summary(identity) == ("lora", "playground", [], "metadata")
+    assert any("fit sdxl as well" in e for e in identity.evidence)
 
 
 def test_lora_metadata_in_a_sparse_file(tmp_path):
@@ -388,6 +437,8 @@ def test_peft_dora(diffusers_parts):
     ({"clip_l": T((3, 768), "F16"), "clip_g": T((3, 1280), "F16")}, "sdxl"),
     ({"<cat-toy>": T((768,), "F32")}, "sd1"),
     ({"<cat-toy>": T((1, 768), "F32")}, "sd1"),
+    ({"emb_params": T((1, 32), "F32")}, "demo_sd1"),
+    ({"clip_l": T((1, 32), "F32"), "clip_g": T((1, 48), "F32")}, "demo_sdxl"),
 ])
 def test_textual_inversion_forms(table, base):
     identity = identify(table)
@@ -408,3 +459,56 @@ def test_demo_textual_inversion(version):
     assert summary(identify(table)) == ("textual_inversion", by_dims[0], [], by_dims[1])
     told = identify(table, {"ss_base_model_version": version})
     assert summary(told) == ("textual_inversion", version.removeprefix("labkit_"), [], "metadata")
+
+
+def test_demo_sdxl_ti_widths_beat_real_sdxl_metadata():
+    table = {"clip_l": T((1, 32), "F32"), "clip_g": T((1, 48), "F32")}
+    identity = identify(table, {"ss_base_model_version": "sdxl_base_v1-0"})
+    assert summary(identity) == ("textual_inversion", "demo_sdxl", [], "dims")
+    assert any("32 + 48 are those of the lab's demo SDXL" in e for e in identity.evidence)
+
+
+@pytest.mark.parametrize("widths,base", [((32,), "demo_sd1"), ((32, 48), "demo_sdxl")])
+def test_demo_text_encoders_alone(widths, base):
+    te = {"intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+          "vocab_size": 1000, "max_position_embeddings": 77}
+    names = ("text_encoder", "text_encoder_2")[: len(widths)]
+    parts = {name: meta_table(text_encoder(name.endswith("_2"), hidden_size=w, **te))
+             for name, w in zip(names, widths, strict=True)}
+    assert summary(identify(folder(**parts))) == ("text_encoder", base, [], "layout")
+
+
+# ---- the demo world's files: SDXL-style told from SD1-style by structure and widths ----
+
+@pytest.mark.parametrize("name,kind,base,xl", [
+    ("demo_sdxl", "checkpoint", "demo_sdxl", True),
+    ("demo_sdxl_single", "checkpoint", "demo_sdxl", True),
+    ("demo_sd1", "checkpoint", "demo_sd1", False),
+    ("demo_sd1_single", "checkpoint", "demo_sd1", False),
+    ("demo_lora_striped_xl", "lora", "demo_sdxl", True),
+    ("demo_lora_striped", "lora", "demo_sd1", False),
+    ("demo_lora_striped_peft", "lora", "demo_sd1", False),
+    ("demo_ti_checker_xl", "textual_inversion", "demo_sdxl", True),
+    ("demo_ti_checker_kohya", "textual_inversion", "demo_sd1", False),
+    ("demo_ti_checker_a1111", "textual_inversion", "demo_sd1", False),
+])
+def test_demo_world_files(name, kind, base, xl):
+    from labkit import open_model, zoo
+
+    identity = open_model(zoo.path(name)).identity
+    assert (identity.kind, identity.base) == (kind, base)
+    if kind == "checkpoint":
+        assert any(e.startswith("SDXL structure") for e in identity.evidence) == xl
+    elif kind == "lora":
+        parts = identity.evidence[0].split("parts: ")[1]
+        assert ("te1" in parts and "te2" in parts) == xl
+
+
+def test_the_demo_sdxl_lora_carries_real_sdxl_metadata_and_says_so():
+    from labkit import open_model, zoo
+
+    model = open_model(zoo.path("demo_lora_striped_xl"))
+    assert model.metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert model.identity.base_source == "dims"
+    assert any("metadata says ss_base_model_version='sdxl_base_v1-0' (sdxl), but the widths "
+               "te1 32 / te2 48 / context 80" in e for e in model.identity.evidence)
