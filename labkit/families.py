@@ -41,6 +41,8 @@ PART_NAMES = {"UNet": "denoiser"}
 ROLE_OF_PART = {"denoiser": "denoiser", "VAE": "vae", "text encoder": "text_encoder",
                 "text encoder 2": "text_encoder"}
 PART_ORDER = ("text encoder", "text encoder 2", "denoiser", "VAE", "EMA", "other")
+# Integer tensors (CLIP's position_ids) are buffers, not parameters.
+INTEGER_DTYPES = ("I", "U", "BOOL")
 
 # What a part's width means, and where it is read: (key suffix, dim of that key's shape); the
 # first suffix found wins. A denoiser's context width is what its cross-attention (UNet), joint
@@ -171,7 +173,8 @@ def parts(table: Table) -> pd.DataFrame:
         rows.append({"part": part, "architecture": R.ARCH_NAMES.get(arch, ""),
                      "prefix": _prefix(keys), "width": _read(table, keys, probes),
                      "width is": what, "tensors": len(keys),
-                     "parameters": sum(table[k].numel for k in keys)})
+                     "parameters": sum(table[k].numel for k in keys
+                                       if not table[k].dtype.startswith(INTEGER_DTYPES))})
     frame = pd.DataFrame(rows, columns=["part", "architecture", "prefix", "width", "width is",
                                         "tensors", "parameters"])
     frame["width"] = frame["width"].astype("Int64")

@@ -1,5 +1,6 @@
 """The figures of tensor statistics: sizes by component, dtype and block, one tensor's values,
-per-block norms, and where two models differ. Each returns a matplotlib Figure."""
+per-block norms, where two models differ, and the parts of model families side by side. Each
+returns a matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ SIDE_COLOURS = {"BASE": "#7e57c2", "IN": "#1e88e5", "MID": "#43a047", "OUT": "#f
 DTYPE_COLOURS = {"F32": "#1e88e5", "F16": "#43a047", "BF16": "#8bc34a", "F64": "#0d47a1",
                  "I64": "#fb8c00", "I32": "#ffb74d"}
 OTHER_COLOUR = "#9e9e9e"
+PART_COLOURS = {"text encoder": "#fbc02d", "text encoder 2": "#7e57c2", "denoiser": "#1e88e5",
+                "VAE": "#43a047"}
 HIST_BINS = 100
 LOG_FROM = 100  # a histogram's counts go on a log scale when its tallest bar is higher than this
 
@@ -142,4 +145,33 @@ def difference_figure(comparison: pd.DataFrame, title: str = "") -> Figure:
     ax.tick_params(axis="x", rotation=90, labelsize="small")
     if not len(blocks) or math.isclose(float(rel.sum()), 0.0):
         ax.text(0.5, 0.5, "no difference", transform=ax.transAxes, ha="center", va="center")
+    return fig
+
+
+def _millions(n: int) -> str:
+    """A parameter count in millions or billions, 3 significant digits ("860M", "2.57B")."""
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
+
+
+def family_parameters_figure(parts: pd.DataFrame) -> Figure:
+    """Parameters of each part (text encoders, denoiser, VAE) per family, grouped bars on a log
+    scale, from labkit.families.family_parts; a part a family's file lacks has no bar."""
+    shown = parts[parts["part"].isin(PART_COLOURS)]
+    families = list(dict.fromkeys(parts["family"]))
+    fig, (ax,) = _figure(1.4 + 1.25 * len(families), 3.8)
+    width = 0.8 / len(PART_COLOURS)
+    for i, (part, colour) in enumerate(PART_COLOURS.items()):
+        rows = shown[shown["part"] == part]
+        x = np.array([families.index(f) for f in rows["family"]])
+        bars = ax.bar(x + (i - (len(PART_COLOURS) - 1) / 2) * width, rows["parameters"], width,
+                      label=part, color=colour)
+        ax.bar_label(bars, [_millions(n) for n in rows["parameters"]], rotation=90,
+                     padding=2, fontsize="x-small")
+    ax.set_yscale("log")
+    ax.set_ylim(top=ax.get_ylim()[1] * 20)  # room for the labels over the tallest bar
+    ax.set_xticks(range(len(families)), families)
+    ax.set_ylabel("parameters (log scale)")
+    ax.set_title("Parameters per part (no bar: not in the family's file)")
+    ax.legend(fontsize="small", ncols=len(PART_COLOURS), loc="upper left")
+    ax.grid(axis="y", which="major", alpha=0.3)
     return fig
