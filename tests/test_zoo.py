@@ -49,7 +49,7 @@ def test_manifest_entries_exist_and_unknown_names_are_listed():
     assert {"demo_sd1", "demo_sd1_ckpt", "demo_lora_striped", "demo_ti_checker_a1111"} <= names
     for e in entries:
         assert path(e["name"]).exists(), e
-        assert e["base"] == "demo_sd1"
+        assert e["base"] == base_of(e["name"])
     with pytest.raises(LabkitError, match="demo_sd1_single"):
         path("no_such_file")
 

@@ -96,7 +96,7 @@ def load_xl_pipeline(folder: Path):
     """The SDXL-style demo's diffusers folder as a float32 StableDiffusionXLPipeline."""
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), torch_dtype=torch.float32,
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), dtype=torch.float32,
                                                      add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
