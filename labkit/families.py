@@ -111,7 +111,7 @@ def key_table(name: str) -> dict[str, TensorInfo]:
     try:
         tensors = json.loads(gzip.decompress(path.read_bytes()))["tensors"]
         return {k: TensorInfo(tuple(v["shape"]), v["dtype"]) for k, v in tensors.items()}
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise LabkitError(f"the key table could not be read ({type(e).__name__}: {e}).", path,
                           "Restore data/layouts from the repository.") from None
 
@@ -253,8 +253,10 @@ def layout_prefixes(tables: Mapping[str, Table]) -> pd.DataFrame:
 
 def _levels(table: Table, patterns: tuple[tuple[re.Pattern[str], int], ...]
             ) -> dict[int, list[tuple[str, re.Match[str]]]]:
+    """UNet keys matching one of `patterns`, by the level their numbers place them on (a VAE
+    has down_blocks too: only the denoiser's keys count)."""
     found: dict[int, list[tuple[str, re.Match[str]]]] = {}
-    for key in table:
+    for key in (k for k in table if _part_of(k) == "denoiser"):
         for pattern, original in patterns:
             m = pattern.search(key)
             if m is not None:
