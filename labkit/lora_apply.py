@@ -25,8 +25,11 @@ import torch.nn.functional as F
 from labkit import lora_keys as K
 from labkit import lora_math as M
 from labkit.errors import IncompatibleModelError, LabkitError
+from labkit.family_fit import check_family, pipeline_family
 from labkit.lora_read import Adapter, delta_shape, fits, open_adapter
 
+KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full-diff adapter",
+              "dora": "DoRA"}
 REGISTRY = "_labkit_loras"  # attribute on the pipeline: adapter name -> Handle
 BlockWeights = Mapping[str, float] | Sequence[float] | None
 _names = count(1)
@@ -142,7 +145,7 @@ def resolve_block_weights(pipe: Any, weights: BlockWeights) -> dict[str, float] 
                               hint=f"This pipeline's blocks are {names} (and IN00, ... for LoCon).")
         return {str(k): float(v) for k, v in weights.items()}
     if len(weights) != len(names):
-        raise LabkitError(f"{len(weights)} block weights given; this {K.pipeline_family(pipe)} "
+        raise LabkitError(f"{len(weights)} block weights given; this {pipeline_family(pipe)} "
                           f"pipeline takes {len(names)}: {', '.join(names)}.")
     return dict(zip(names, map(float, weights), strict=True))
 
@@ -288,12 +291,13 @@ def apply(pipe: Any, path: str | Path, strength: float = 1.0, block_weights: Blo
     Raises NotAModelError (not a LoRA-like file, e.g. a textual inversion), CorruptFileError
     (truncated or damaged), IncompatibleModelError (for another family than the pipeline's).
     """
-    family = K.pipeline_family(pipe)
+    family = pipeline_family(pipe)
     adapter = open_adapter(path, pipe)
     if adapter.kind == "dora":
         raise IncompatibleModelError(
             "is a DoRA: the lab reads its anatomy (labkit.lora.read) but does not apply DoRA.",
             adapter.path, hint="Apply a LoRA, LoCon, LoHa or LoKr file.")
+    check_family(pipe, adapter.base, adapter.path, KIND_NAMES[adapter.kind], "adapter")
     _check_fits(adapter, pipe, family)
     name = adapter_name or f"labkit_{Path(path).stem}_{next(_names)}"
     if name in _registry(pipe):

@@ -20,6 +20,7 @@ from typing import Any
 from labkit import layouts
 from labkit.blocks import block_label, block_sort_key
 from labkit.errors import LabkitError
+from labkit.family_fit import pipeline_family
 
 # Tensor suffix -> role of the tensor in its module; the longest matching suffix wins.
 ROLES: tuple[tuple[str, str], ...] = (
@@ -209,16 +210,6 @@ def patchable(module: Any) -> dict[str, tuple[int, ...]]:
         elif isinstance(m, torch.nn.Linear | torch.nn.Conv2d):
             found[n] = tuple(m.weight.shape)
     return found
-
-
-def pipeline_family(pipe: Any) -> str:
-    """The family a pipeline is built like (sd1, sd2, sdxl, ... or demo_sd1 / demo_sdxl): real
-    families by their cross-attention width, as labkit.identify tells files."""
-    from labkit.identify_rules import CONTEXT_BASES
-
-    two = getattr(pipe, "text_encoder_2", None) is not None
-    return CONTEXT_BASES.get(pipe.unet.config.cross_attention_dim,
-                             "demo_sdxl" if two else "demo_sd1")
 
 
 def pipeline_targets(pipe: Any) -> Targets:

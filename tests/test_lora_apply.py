@@ -158,7 +158,9 @@ def test_xyz_grid_has_a_cell_per_row_and_column(pipe, files):
 
 
 def test_bad_inputs_give_clear_errors(pipe, tmp_path):
-    with pytest.raises(IncompatibleModelError, match=r"base sdxl.*demo_sd1 pipeline.*SDXL"):
+    with pytest.raises(IncompatibleModelError, match=r"LoRA is for sdxl \(SDXL-style: two text "
+                       r"encoders, 768 \+ 1280 wide.*pipeline is demo_sd1 \(SD1-style: one "
+                       r"text encoder, 16 wide"):
         lora.apply(pipe, write_sdxl_lora(tmp_path / "xl.safetensors"), 1.0)
     with pytest.raises(NotAModelError, match="textual inversion .*not a LoRA"):
         lora.apply(pipe, write_ti(tmp_path / "ti.safetensors"), 1.0)
@@ -240,3 +242,55 @@ def test_strength_curve_is_monotonic_on_the_demo_lora(demo):
     rise = curve[-1] - curve[0]
     assert rise > 0.5 * curve[0], curve  # the LoRA adds stripes
     assert all(b >= a - 0.1 * rise for a, b in pairwise(curve)), curve  # and more with strength
+
+
+# ---- the SDXL-style demo: its LoRA applies; SD1-style and SDXL-style files never mix ----
+
+@pytest.fixture(scope="module")
+def demo_xl():
+    from labkit import pipelines, zoo
+
+    pipe = pipelines.load_pipeline(zoo.path("demo_sdxl"), progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_the_demo_sdxl_lora_applies_to_both_encoders_and_comes_off_exactly(demo_xl):
+    from labkit import zoo
+    from labkit.embeddings import prompt_vectors
+
+    prompt = "a red circle on a white background"
+    before, encoded = image(demo_xl, prompt, side=64), prompt_vectors(demo_xl, prompt).per_encoder
+    handle = lora.apply(demo_xl, zoo.path("demo_lora_striped_xl"), 1.0)
+    try:
+        after = prompt_vectors(demo_xl, prompt).per_encoder
+        for enc in ("text_encoder", "text_encoder_2"):  # both encoders are patched
+            assert not torch.allclose(after[enc], encoded[enc]), enc
+        assert np.abs(image(demo_xl, prompt, side=64) - before).max() > 0
+    finally:
+        lora.remove(demo_xl, handle)
+    assert np.array_equal(image(demo_xl, prompt, side=64), before)
+
+
+@pytest.mark.parametrize("name,into,said", [
+    ("demo_lora_striped", "xl", "this LoRA is for demo_sd1 (SD1-style: one text encoder, 32 wide; "
+     "UNet context 32; keys lora_te_"),
+    ("demo_lora_striped_peft", "xl", "this LoRA is for demo_sd1 (SD1-style"),
+    ("demo_loha_outlined", "xl", "this LoHa is for demo_sd1 (SD1-style"),
+    ("demo_lora_striped_xl", "sd1", "this LoRA is for demo_sdxl (SDXL-style: two text encoders, "
+     "32 + 48 wide; UNet context 80 with text_time; keys lora_te1_ / lora_te2_"),
+])
+def test_sd1_and_sdxl_style_loras_are_refused_by_the_other_family(demo, demo_xl, name, into, said):
+    from labkit import zoo
+
+    pipe = demo_xl if into == "xl" else demo
+    with pytest.raises(IncompatibleModelError) as e:
+        lora.apply(pipe, zoo.path(name), 1.0)
+    message = str(e.value)
+    assert said in message and str(zoo.path(name)) in message
+    other = ("the pipeline is demo_sdxl (SDXL-style: two text encoders, 32 + 48 wide" if into == "xl"
+             else "the pipeline is demo_sd1 (SD1-style: one text encoder, 32 wide")
+    assert other in message
+    base = "demo_sd1" if into == "xl" else "demo_sdxl"
+    assert f"Use it with a {base} pipeline" in message and f"demo_config('{base}')" in message
+    assert lora.applied(pipe) == []
