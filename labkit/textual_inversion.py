@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from labkit.errors import IncompatibleModelError, LabkitError
-from labkit.identify_rules import TI_A1111_PREFIX, TI_EMB_PARAMS, TI_SDXL_KEYS
+from labkit.family_fit import check_family
+from labkit.identify_rules import BASE_NAMES, TI_A1111_PREFIX, TI_EMB_PARAMS, TI_SDXL_KEYS
 
 # A pipeline's text encoders, in order, with the tokenizer that feeds each.
 ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
@@ -26,11 +27,6 @@ SDXL_ENCODERS = dict(zip(TI_SDXL_KEYS, (enc for _, enc in ENCODERS), strict=True
 # Where each form keeps the embedding's own name and training steps, first found wins.
 NAME_KEYS = ("name", "modelspec.title", "ss_output_name")
 STEP_KEYS = ("step", "ss_steps", "global_step")
-# identify's base names, as the end of "N-wide vectors are for ...".
-BASE_PHRASES = {
-    "sd1": "SD1 models", "sd2": "SD2 models", "sdxl": "SDXL models",
-    "demo_sd1": "the lab's demo SD1 model", "demo_sdxl": "the lab's demo SDXL model",
-}
 # A text encoder's width -> the family that uses it.
 WIDTH_FAMILIES = {768: "SD1, or SDXL's first encoder", 1024: "SD2", 1280: "SDXL's second encoder"}
 MULTI_VECTOR = "{token}_{i}"  # diffusers' names for a multi-vector embedding's extra rows
@@ -126,7 +122,8 @@ def _encoders(pipe: Any) -> list[tuple[str, str]]:
 
 
 def _width_error(ti: TextualInversion, enc: str, width: int, pipe_width: int) -> IncompatibleModelError:
-    told = BASE_PHRASES.get(ti.base) or WIDTH_FAMILIES.get(width) or "no model family the lab knows"
+    told = (f"{BASE_NAMES[ti.base]} ({ti.base})" if ti.base in BASE_NAMES
+            else WIDTH_FAMILIES.get(width, "no model family the lab knows"))
     family = WIDTH_FAMILIES.get(pipe_width, "a width no real SD family uses: a demo or custom model")
     which = "text encoder" if enc == "text_encoder" else "second text encoder"
     return IncompatibleModelError(
@@ -137,7 +134,10 @@ def _width_error(ti: TextualInversion, enc: str, width: int, pipe_width: int) ->
 
 
 def check_fits(pipe: Any, ti: TextualInversion) -> None:
-    """Raise IncompatibleModelError, in plain words, unless the TI's vectors fit the pipeline."""
+    """Raise IncompatibleModelError, in plain words, unless the TI's vectors fit the pipeline:
+    a file of another family (SD1-style into SDXL-style or back), another encoder count, or
+    other widths."""
+    check_family(pipe, ti.base, ti.path, "embedding", "embedding")
     have = [enc for _, enc in _encoders(pipe)]
     if sorted(have) != sorted(ti.vectors):
         raise IncompatibleModelError(

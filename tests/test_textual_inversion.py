@@ -96,7 +96,7 @@ def test_a_wrong_width_gives_the_clear_error(tmp_path, sd1):
     save_file({"emb_params": torch.ones(1, 768)}, path)
     with pytest.raises(IncompatibleModelError) as e:
         load_textual_inversion(sd1, path)
-    assert (f"768-wide vectors are for SD1 models; this pipeline's text encoder is "
+    assert (f"768-wide vectors are for SD1 (sd1); this pipeline's text encoder is "
             f"{SD1_WIDTH}-wide") in str(e.value)
     assert "sd1.safetensors" in str(e.value)
     assert loaded_tokens(sd1) == []
@@ -181,5 +181,69 @@ def test_a_demo_embedding_into_another_model_names_the_demo(sd1):
 
     with pytest.raises(IncompatibleModelError) as e:
         load_textual_inversion(sd1, zoo.path("demo_ti_checker_kohya"))
-    assert "-wide vectors are for the lab's demo SD1 model; this pipeline's text encoder is " \
-           f"{SD1_WIDTH}-wide" in str(e.value)
+    assert "-wide vectors are for the lab's demo SD1 (demo_sd1); this pipeline's text encoder " \
+           f"is {SD1_WIDTH}-wide" in str(e.value)
+
+
+# ---- the demo world's two families: SDXL-style and SD1-style embeddings never mix ----
+
+@pytest.fixture(scope="module")
+def demo_pipes():
+    from labkit import pipelines, zoo
+
+    return {name: pipelines.load_pipeline(zoo.path(name), progress=False)
+            for name in ("demo_sd1", "demo_sdxl")}
+
+
+def test_the_demo_sdxl_embedding_loads_into_both_encoders(demo_pipes):
+    from labkit import zoo
+    from labkit.embeddings import prompt_vectors, with_and_without
+
+    pipe = demo_pipes["demo_sdxl"]
+    ti = read_textual_inversion(zoo.path("demo_ti_checker_xl"))
+    assert (ti.form, ti.base, ti.widths) == ("sdxl", "demo_sdxl",
+                                              {"text_encoder": 32, "text_encoder_2": 48})
+    prompt = f"a red circle, {ti.token}"
+    plain = prompt_vectors(pipe, prompt).per_encoder
+    word = load_textual_inversion(pipe, ti)
+    try:
+        for tok_name, enc in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+            assert torch.equal(_rows(pipe, tok_name, enc, [word]).float(),
+                               ti.vectors[enc].to(pipe.dtype).float()), enc
+        loaded = prompt_vectors(pipe, prompt).per_encoder
+        for enc in ("text_encoder", "text_encoder_2"):  # each encoder sees its own vector
+            assert not torch.allclose(loaded[enc], plain[enc]), enc
+    finally:
+        unload_textual_inversion(pipe, word)
+    images = with_and_without(pipe, ti, prompt, seed=1, steps=4, size=64, progress=False)
+    assert images["with"].size == images["without"].size == (64, 64)
+    assert images["with"].tobytes() != images["without"].tobytes()
+    assert loaded_tokens(pipe) == []
+
+
+@pytest.mark.parametrize("name,into,said,other", [
+    ("demo_ti_checker_kohya", "demo_sdxl",
+     "this embedding is for demo_sd1 (SD1-style: one text encoder, 32 wide; UNet context 32; "
+     "one set of vectors",
+     "the pipeline is demo_sdxl (SDXL-style: two text encoders, 32 + 48 wide; UNet context 80 "
+     "with text_time)"),
+    ("demo_ti_checker_a1111", "demo_sdxl", "this embedding is for demo_sd1 (SD1-style",
+     "the pipeline is demo_sdxl (SDXL-style"),
+    ("demo_ti_checker_diffusers", "demo_sdxl", "this embedding is for demo_sd1 (SD1-style",
+     "the pipeline is demo_sdxl (SDXL-style"),
+    ("demo_ti_checker_xl", "demo_sd1",
+     "this embedding is for demo_sdxl (SDXL-style: two text encoders, 32 + 48 wide; UNet "
+     "context 80 with text_time; a clip_l + clip_g pair",
+     "the pipeline is demo_sd1 (SD1-style: one text encoder, 32 wide; UNet context 32)"),
+])
+def test_an_embedding_of_the_other_demo_family_is_refused_naming_both(demo_pipes, name, into,
+                                                                       said, other):
+    from labkit import zoo
+
+    pipe = demo_pipes[into]
+    with pytest.raises(IncompatibleModelError) as e:
+        load_textual_inversion(pipe, zoo.path(name))
+    message = str(e.value)
+    assert said in message and other in message and str(zoo.path(name)) in message
+    assert "Use it with a demo_sd" in message and "demo_config(" in message
+    assert loaded_tokens(pipe) == []
