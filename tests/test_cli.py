@@ -178,3 +178,23 @@ def test_real_layouts_as_sparse_files_inspect_and_catalog(capsys, tmp_path):
     code, out, _ = run(capsys, "catalog", tmp_path, "--json")
     sd15 = next(r for r in json_lines(out) if r["path"].endswith("sd15.safetensors"))
     assert code == 0 and sd15["n_tensors"] == 1131 and sd15["size_mb"] > 1000
+
+
+DEMO_SDXL = {"demo_sdxl": ("checkpoint", "demo_sdxl", "layout"),
+             "demo_sdxl_single": ("checkpoint", "demo_sdxl", "layout"),
+             "demo_lora_striped_xl": ("lora", "demo_sdxl", "dims"),
+             "demo_ti_checker_xl": ("textual_inversion", "demo_sdxl", "dims")}
+
+
+def test_python_dash_m_inspect_tells_the_demo_sdxl_files():
+    from labkit import zoo
+
+    paths = [zoo.path(name) for name in DEMO_SDXL]
+    done = subprocess.run([sys.executable, "-m", "labkit", "inspect", "--json", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = json_lines(done.stdout)
+    assert [r["path"] for r in records] == [str(p) for p in paths]
+    assert [(r["kind"], r["base"], r["base_source"]) for r in records] == list(DEMO_SDXL.values())
+    lora = records[2]  # its metadata names real SDXL; its widths are the demo's, and win
+    assert lora["metadata"]["ss_base_model_version"] == "sdxl_base_v1-0"
