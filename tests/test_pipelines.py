@@ -250,3 +250,20 @@ def test_every_demo_form_loads_with_the_network_blocked(monkeypatch):
     for name in DEMO_FORMS:
         assert type(pipelines.load_pipeline(zoo.path(name), progress=False)).__name__ == \
             "StableDiffusionPipeline"
+
+
+def test_the_demo_sdxl_loads_from_its_folder_and_its_single_file_and_draws():
+    from labkit import zoo
+
+    assert pipelines.demo_config("demo_sdxl") == zoo.path("demo_sdxl")
+    images = {}
+    for name in ("demo_sdxl", "demo_sdxl_single"):
+        pipe = pipelines.load_pipeline(zoo.path(name), device="cpu", progress=False)
+        assert type(pipe) is StableDiffusionXLPipeline, name
+        assert pipe.text_encoder_2 is not None and pipe.unet.config.cross_attention_dim == 80
+        images[name] = np.asarray(pipelines.generate(pipe, "a red circle", seed=1, steps=4,
+                                                     size=64, progress=False)[0],
+                                  dtype=np.float64)
+    assert images["demo_sdxl"].shape == (64, 64, 3) and images["demo_sdxl"].std() > 1.0
+    # both are fp16 copies of the same weights: the single file takes the folder's config
+    assert np.abs(images["demo_sdxl_single"] - images["demo_sdxl"]).mean() < 1.0
