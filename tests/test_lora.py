@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -168,3 +169,21 @@ def test_the_kohya_and_peft_forms_of_the_demo_lora_agree():
     peft = lora.read(zoo.path("demo_lora_striped_peft")).set_index("module")
     assert set(kohya.index) == set(peft.index)
     assert np.allclose(kohya["delta_norm"], peft.loc[kohya.index, "delta_norm"], rtol=1e-4)
+
+
+def test_the_demo_sdxl_lora_reads_whole_against_its_own_family():
+    """Its metadata names real SDXL; its widths name the demo SDXL, whose modules it fits."""
+    from labkit import zoo
+
+    frame = lora.read(zoo.path("demo_lora_striped_xl"))
+    assert frame.attrs["unmatched"] == [] and frame.attrs["base"] == "demo_sdxl"
+    assert frame.attrs["family"] == "demo_sdxl"
+    assert set(frame["component"]) == {"text_encoder", "text_encoder_2", "unet"}
+    assert frame["prefix"].str.startswith("lora_unet_input_blocks_").any()
+    # SDXL reads the first encoder's penultimate layer: its last layer gets no gradient in
+    # training, so its LoRA stays at its start, zero; every other module learned something
+    config = json.loads((zoo.path("demo_sdxl") / "text_encoder" / "config.json").read_text())
+    last = f"encoder.layers.{config['num_hidden_layers'] - 1}."
+    untouched = frame["component"].eq("text_encoder") & frame["module"].str.startswith(last)
+    assert frame.loc[untouched, "delta_norm"].eq(0).all() and untouched.any()
+    assert frame.loc[~untouched, "delta_norm"].gt(0).all()
