@@ -40,6 +40,7 @@ DEMO_FAMILIES = {"demo SD1": "demo_sd1_single", "demo SDXL": "demo_sdxl_single"}
 PART_NAMES = {"UNet": "denoiser"}
 ROLE_OF_PART = {"denoiser": "denoiser", "VAE": "vae", "text encoder": "text_encoder",
                 "text encoder 2": "text_encoder"}
+NO_PREFIX = "(no prefix)"  # a bare file's keys (Flux's transformer) start with the part's own names
 PART_ORDER = ("text encoder", "text encoder 2", "denoiser", "VAE", "EMA", "other")
 # Integer tensors (CLIP's position_ids) are buffers, not parameters.
 INTEGER_DTYPES = ("I", "U", "BOOL")
@@ -241,10 +242,10 @@ def family_table(tables: Mapping[str, Table]) -> pd.DataFrame:
 
 def layout_prefixes(tables: Mapping[str, Table]) -> pd.DataFrame:
     """The key prefix of each part (rows) in each family's files (columns): where the same part
-    lives in SD1's, SDXL's, SD3's... single-file layout ("" for a bare file)."""
+    lives in SD1's, SDXL's, SD3's... single-file layout ("-" where a file has no such part)."""
     frame = family_parts(tables)
     frame = frame[frame["part"].isin(ROLE_OF_PART)]
-    wide = frame.pivot(index="part", columns="family", values="prefix")
+    wide = frame.pivot(index="part", columns="family", values="prefix").replace("", NO_PREFIX)
     order = [p for p in PART_ORDER if p in wide.index]
     return wide.loc[order, list(tables)].fillna("-").rename_axis(columns=None)
 

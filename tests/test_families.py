@@ -140,7 +140,7 @@ def test_layout_prefixes_show_where_each_family_keeps_the_same_part(tables):
     assert frame.loc["text encoder", "SD 1.5"] == "cond_stage_model.transformer.text_model."
     assert frame.loc["text encoder", "SDXL"] == "conditioner.embedders.0.transformer.text_model."
     assert frame.loc["text encoder 2", "SD 1.5"] == "-"
-    assert frame.loc["denoiser", "Flux.1 dev"] == ""
+    assert frame.loc["denoiser", "Flux.1 dev"] == "(no prefix)"
     # the demo single files are written in their real family's original layout
     assert frame["demo SD1"].equals(frame["SD 1.5"].rename("demo SD1"))
     assert frame["demo SDXL"].equals(frame["SDXL"].rename("demo SDXL"))
