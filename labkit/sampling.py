@@ -129,19 +129,33 @@ def _step_callback(on_step: Callable[[int, int], None] | None, preview_every: in
     return callback
 
 
+def _second_prompt(pipe: diffusers.DiffusionPipeline, prompt_2: str) -> dict[str, str]:
+    """The pipeline's `prompt_2` argument, or {} when none is given. Raises LabkitError for a
+    pipeline with one text encoder."""
+    if not prompt_2.strip():
+        return {}
+    if getattr(pipe, "text_encoder_2", None) is None:
+        raise LabkitError("a second prompt was given, but this model has one text encoder.",
+                          hint="The second prompt is for SDXL-style models (their second text "
+                               "encoder); leave it empty for SD1/SD2-style models.")
+    return {"prompt_2": prompt_2}
+
+
 def generate(pipe: diffusers.DiffusionPipeline, prompt: str, negative_prompt: str = "",
              seed: int = 0, steps: int = 20, guidance: float = 7.5, size: Size = None,
              scheduler: str = "euler", n_images: int = 1, preview_every: int = 0,
              on_preview: Callable[[int, Image.Image], None] | None = None,
              on_step: Callable[[int, int], None] | None = None,
-             progress: bool = True) -> list[Image.Image]:
+             progress: bool = True, prompt_2: str = "") -> list[Image.Image]:
     """Images for a prompt, the same for the same seed on the same device.
 
     size: None (the model's native size), a side, or (height, width). Every `preview_every`
     steps the current latents are decoded and passed, small, to on_preview(step, image);
-    on_step(step, total) is called after every step. Raises LabkitError (unknown scheduler,
-    out of memory).
+    on_step(step, total) is called after every step. `prompt_2` goes to an SDXL-style
+    pipeline's second text encoder (empty: the same prompt for both). Raises LabkitError
+    (unknown scheduler, out of memory, a prompt_2 for a pipeline with one text encoder).
     """
+    second = _second_prompt(pipe, prompt_2)
     set_scheduler(pipe, scheduler)
     height, width = _hw(pipe, size)
     generator = torch.Generator(device=_device(pipe)).manual_seed(int(seed))
@@ -151,7 +165,7 @@ def generate(pipe: diffusers.DiffusionPipeline, prompt: str, negative_prompt: st
                    num_inference_steps=int(steps), guidance_scale=float(guidance), height=height,
                    width=width, num_images_per_prompt=int(n_images), generator=generator,
                    callback_on_step_end=_step_callback(on_step, preview_every, on_preview),
-                   callback_on_step_end_tensor_inputs=["latents"])
+                   callback_on_step_end_tensor_inputs=["latents"], **second)
     except torch.OutOfMemoryError as e:
         raise LabkitError(
             f"out of memory making {n_images} image(s) of {width}x{height}.",

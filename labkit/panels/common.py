@@ -1,9 +1,11 @@
-"""Pieces every panel shares: showing a table, a figure or an error in an Output."""
+"""Pieces every panel shares: the demo files on offer, showing a table or an error in an
+Output, running a button's work."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -13,6 +15,97 @@ from labkit.errors import LabkitError
 
 ERROR_STYLE = ("background:#fde8e8;border:1px solid #e02424;color:#9b1c1c;"
                "padding:6px 10px;border-radius:4px")
+PATH_CHOICE = "(the path below)"
+NONE_CHOICE = "(none)"
+CHECKPOINTS = ("checkpoint",)  # the manifest kind of the models a pipeline loads
+
+
+def demo_entries() -> list[dict]:
+    """The demo world's manifest entries, or [] when it is not there."""
+    try:
+        from labkit import zoo
+
+        return zoo.manifest()
+    except (ImportError, LabkitError):
+        return []
+
+
+def demo_names(kinds: tuple[str, ...] | None = None, base: str | None = None) -> list[str]:
+    """The names of the demo files of some kinds (every kind for None) made for one base
+    (every base for None)."""
+    return [e["name"] for e in demo_entries()
+            if (kinds is None or e["kind"] in kinds) and (base is None or e.get("base") == base)]
+
+
+def demo_base(name: str) -> str | None:
+    """A demo file's base in the manifest (demo_sd1, demo_sdxl), None for any other name."""
+    return next((e.get("base") for e in demo_entries() if e["name"] == name), None)
+
+
+def demo_options(kinds: tuple[str, ...], base: str | None) -> list[tuple[str, str]]:
+    """Dropdown (label, name) pairs for the demo files of some kinds: those made for `base`, or
+    for None (a model the manifest does not know) every one, labelled with its base."""
+    if base is not None:
+        return [(n, n) for n in demo_names(kinds, base)]
+    return [(f"{e['name']} ({e.get('base', '?')})", e["name"]) for e in demo_entries()
+            if e["kind"] in kinds]
+
+
+def typed_path(value: str | None, offered: list[str]) -> str:
+    """What a path box starts with for a preselected `value`: nothing when the dropdown offers
+    it, a demo file's path when the dropdown does not (one for another base), else the value."""
+    if value is None or value in offered:
+        return ""
+    if demo_base(value) is not None:
+        from labkit import zoo
+
+        return str(zoo.path(value))
+    return str(value)
+
+
+class Picker:
+    """A dropdown of demo files (then "(the path below)", and first "(none)" when optional) and
+    a path box; a typed path wins. `what` names the file in "no ... chosen"."""
+
+    def __init__(self, label: str, options: list[tuple[str, str]], value: str | None, what: str,
+                 optional: bool = False, path_label: str = "Path",
+                 placeholder: str = "a .safetensors file or folder"):
+        self.optional, self.what = optional, what
+        full = self._with_choices(options)
+        names = [name for _, name in full]
+        self.choice = widgets.Dropdown(options=full, description=label,
+                                       value=value if value in names else names[0])
+        self.path = widgets.Text(value=typed_path(value, names), description=path_label,
+                                 placeholder=placeholder, layout=widgets.Layout(width="55%"))
+        self.widget = widgets.HBox([self.choice, self.path])
+
+    def _with_choices(self, options: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return ([(NONE_CHOICE, NONE_CHOICE)] if self.optional else []) + options \
+            + [(PATH_CHOICE, PATH_CHOICE)]
+
+    def offer(self, options: list[tuple[str, str]]) -> None:
+        """Offer these demo files as (label, name); the choice stays when still offered."""
+        keep = self.choice.value
+        self.choice.options = self._with_choices(options)
+        names = [name for _, name in self.choice.options]
+        self.choice.value = keep if keep in names else names[0]
+
+    def base(self) -> str | None:
+        """The manifest base of the chosen demo file; None for a typed path or no demo file."""
+        return None if self.path.value.strip() else demo_base(self.choice.value)
+
+    def resolve(self) -> Path | None:
+        """The chosen file (None for "(none)"). Raises LabkitError when nothing is chosen."""
+        if self.path.value.strip():
+            return Path(self.path.value.strip()).expanduser()
+        if self.choice.value == NONE_CHOICE:
+            return None
+        if self.choice.value == PATH_CHOICE:
+            raise LabkitError(f"no {self.what} chosen.",
+                              hint=f"Pick a demo file or type the path of a {self.what}.")
+        from labkit import zoo
+
+        return zoo.path(self.choice.value)
 
 
 def error_html(error: Exception) -> str:

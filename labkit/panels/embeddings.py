@@ -1,46 +1,34 @@
 """The embeddings panel: a prompt's tokens and ids as you type, a word's or a textual
-inversion's nearest tokens, length and place on a map, and the same seed with and without it."""
+inversion's nearest tokens, length and place on a map, and the same seed with and without it.
+
+SDXL-style models have two text encoders: the tokens show once per encoder, with what each one
+outputs for the UNet, and the look-up works in the encoder picked under Encoder."""
 
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
 from labkit.errors import LabkitError
-from labkit.panels.common import run_into, table_html
-from labkit.panels.generate import MAX_SEED, PATH_CHOICE, demo_checkpoints, png_bytes
+from labkit.panels.common import (
+    CHECKPOINTS,
+    Picker,
+    demo_names,
+    demo_options,
+    run_into,
+    table_html,
+)
+from labkit.panels.generate import MAX_SEED, png_bytes
+from labkit.textual_inversion import ENCODERS
 
-NO_EMBEDDING = "(none)"
+TI_KINDS = ("textual_inversion",)
 NEAREST_K = 8
-TOKEN_COLUMNS = ["position", "id", "token", "kind", "norm"]
+TOKEN_COLUMNS = ["position", "id", "token", "kind", "norm", "output_norm"]
 PAIR_PX = 192  # small demo images are shown enlarged
-
-
-def _demo(kind: str) -> list[str]:
-    try:
-        from labkit import zoo
-
-        return [e["name"] for e in zoo.manifest() if e["kind"] == kind]
-    except (ImportError, LabkitError):
-        return []
-
-
-def demo_embeddings() -> list[str]:
-    """The demo world's textual inversions (every form), or [] when it is not there."""
-    return _demo("textual_inversion")
-
-
-def _path(choice: str, typed: str, what: str) -> Path:
-    if typed.strip():
-        return Path(typed.strip()).expanduser()
-    if choice == PATH_CHOICE:
-        raise LabkitError(f"no {what} chosen.", hint=f"Pick a demo {what} or type a path.")
-    from labkit import zoo
-
-    return zoo.path(choice)
+ENCODER_CHOICES = [("first (text_encoder)", "text_encoder"),
+                   ("second (text_encoder_2)", "text_encoder_2")]
 
 
 def _image() -> widgets.Image:
@@ -53,41 +41,72 @@ def _show(image: widgets.Image, png: bytes) -> None:
     image.layout.display = ""
 
 
+def encoders_of(pipe: Any) -> dict[str, str]:
+    """The pipeline's text encoders -> the tokenizer feeding each (two for SDXL-style models)."""
+    return {enc: tok for tok, enc in ENCODERS if getattr(pipe, enc, None) is not None}
+
+
 def tokens_html(frame: Any) -> str:
-    """The window's non-padding tokens as a table, and a line on the padding and the cut."""
+    """The window's non-padding tokens as a table, and a line on the padding (and its token)
+    and the cut."""
     shown = frame[frame["kind"] != "padding"]
-    pads = int((frame["kind"] == "padding").sum())
+    padding = frame[frame["kind"] == "padding"]
     cut = int((frame["kind"] == "truncated").sum())
-    note = f"{pads} padding position(s) fill the 77-token window"
+    note = f"{len(padding)} padding position(s) fill the 77-token window"
+    if len(padding):
+        note += f", each the token {html.escape(str(padding['token'].iloc[0]))}"
     if cut:
         note += f"; <b>{cut} token(s) cut off</b>: the encoder never sees them"
-    return table_html(shown[TOKEN_COLUMNS]) + f"<p>{note}.</p>"
+    return table_html(shown[[c for c in TOKEN_COLUMNS if c in shown]]) + f"<p>{note}.</p>"
+
+
+def prompt_html(pipe: Any, prompt: str) -> str:
+    """Each text encoder's tokens for a prompt (input vector length `norm`, output vector length
+    `output_norm`), then what the UNet sees: the outputs side by side, and SDXL's pooled vector."""
+    from labkit import embeddings
+
+    vectors = embeddings.prompt_vectors(pipe, prompt)
+    parts = []
+    for enc, tok in encoders_of(pipe).items():
+        tokenizer = getattr(pipe, tok)
+        frame = embeddings.token_table(tokenizer, getattr(pipe, enc),
+                                       pipe.maybe_convert_prompt(prompt, tokenizer))
+        in_window = frame["in_window"]
+        frame.loc[in_window, "output_norm"] = vectors.per_encoder[enc].norm(dim=-1).numpy().round(4)
+        width = vectors.per_encoder[enc].shape[-1]
+        parts.append(f"<h4>{enc} ({tok}, {width} wide)</h4>" + tokens_html(frame))
+    widths = " + ".join(f"{v.shape[-1]} ({enc})" for enc, v in vectors.per_encoder.items())
+    rows, width = vectors.hidden.shape
+    sees = f"<p>The UNet's cross-attention sees {rows} vectors {width} wide"
+    if len(vectors.per_encoder) > 1:
+        sees += f": both encoders' outputs side by side, {widths}"
+    if vectors.pooled is not None:
+        sees += (f"; the pooled vector of the second encoder (length "
+                 f"{float(vectors.pooled.norm()):.3f}) joins the timestep embedding")
+    return "".join(parts) + sees + ".</p>"
 
 
 def embeddings_panel(model: str | None = None, embedding: str | None = None,
                      device: str = "auto") -> widgets.VBox:
-    """Model picker; a prompt box whose tokens show live; a word and an embedding to look up
-    (nearest tokens, norms, map); a with/without pair from one seed. `model` and `embedding`
-    preselect demo names or fill the path boxes."""
+    """Model picker; a prompt box whose tokens show live (per text encoder); a word and an
+    embedding to look up (nearest tokens, norms, map) in one encoder; a with/without pair from
+    one seed. The embedding dropdown offers the demo embeddings made for the chosen demo model's
+    base. `model` and `embedding` preselect demo names or fill the path boxes."""
     from labkit import embedding_plots, embeddings
     from labkit.stats_plots import to_png
 
-    models, embs = demo_checkpoints(), demo_embeddings()
-    picker = widgets.Dropdown(options=[*models, PATH_CHOICE], description="Model",
-                              value=model if model in models else (models or [PATH_CHOICE])[0])
-    path = widgets.Text(value="" if model in models or model is None else str(model),
-                        description="Path", layout=widgets.Layout(width="60%"))
+    model_pick = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model")
+    offered = demo_options(TI_KINDS, model_pick.base())
+    ti_pick = Picker("Embedding", offered, embedding or next((n for _, n in offered), None),
+                     "embedding", optional=True, path_label="TI path")
     prompt = widgets.Text(value="", description="Prompt", continuous_update=True,
                           placeholder="type a prompt: its tokens show below",
                           layout=widgets.Layout(width="80%"))
     tokens = widgets.HTML()
     tokens.add_class("labkit-tokens")
     word = widgets.Text(value="cat", description="Word", continuous_update=False)
-    ti_picker = widgets.Dropdown(
-        options=[NO_EMBEDDING, *embs, PATH_CHOICE], description="Embedding",
-        value=embedding if embedding in embs else (embs[0] if embs else NO_EMBEDDING))
-    ti_path = widgets.Text(value="" if embedding in embs or embedding is None else str(embedding),
-                           description="TI path", layout=widgets.Layout(width="60%"))
+    encoder = widgets.Dropdown(options=ENCODER_CHOICES, value="text_encoder",
+                               description="Encoder", layout=widgets.Layout(display="none"))
     look = widgets.Button(description="Look up", icon="search")
     facts = widgets.HTML()
     nearest = widgets.HTML()
@@ -103,34 +122,39 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
     error = widgets.HTML()
     error.add_class("labkit-error-box")
     out = widgets.Output()
+    offering = False  # the embedding dropdown's options are being replaced: no look-up
 
     def pipe() -> Any:
         from labkit import pipelines
 
         status.value = "<i>Loading the model (once per model)...</i>"
-        loaded = pipelines.cached_pipeline(_path(picker.value, path.value, "model"),
-                                           device=device, progress=False)
+        loaded = pipelines.cached_pipeline(model_pick.resolve(), device=device, progress=False)
         status.value = ""
+        encoder.layout.display = "" if len(encoders_of(loaded)) > 1 else "none"
         return loaded
 
     def chosen_ti() -> Any:
-        if ti_picker.value == NO_EMBEDDING and not ti_path.value.strip():
-            return None
-        return embeddings.read_textual_inversion(_path(ti_picker.value, ti_path.value,
-                                                       "embedding"))
+        path = ti_pick.resolve()
+        return None if path is None else embeddings.read_textual_inversion(path)
 
     def show_tokens() -> None:
-        p = pipe()
-        tokens.value = tokens_html(embeddings.token_table(
-            p.tokenizer, p.text_encoder, p.maybe_convert_prompt(prompt.value, p.tokenizer)))
+        tokens.value = prompt_html(pipe(), prompt.value)
 
     def show_lookup() -> None:
         from labkit.textual_inversion import check_fits
 
         p = pipe()
+        encs = encoders_of(p)
+        enc = encoder.value if encoder.value in encs else "text_encoder"
+        text_encoder, tokenizer = getattr(p, enc), getattr(p, encs[enc])
         named, marks, tables, lines = {}, {}, [], []
+        if len(encs) > 1:
+            lines.append(f"<i>This model has {len(encs)} text encoders, each with its own token "
+                         f"vectors: looking up in <b>{enc}</b> "
+                         f"({text_encoder.get_input_embeddings().weight.shape[-1]} wide). Pick "
+                         "the other under Encoder.</i>")
         if word.value.strip():
-            vec = embeddings.token_vector(word.value.strip(), p.text_encoder, p.tokenizer)
+            vec = embeddings.token_vector(word.value.strip(), text_encoder, tokenizer)
             named[word.value.strip()] = vec
             marks[word.value.strip()] = float(vec.norm())
             lines.append(f"<b>{html.escape(word.value.strip())}</b>: length {vec.norm():.3f}")
@@ -138,25 +162,28 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
         ti = chosen_ti()
         if ti is not None:
             check_fits(p, ti)
-            rows = ti.vectors["text_encoder"]
+            rows = ti.vectors[enc]
             labels = [ti.token] + [f"{ti.token}_{i}" for i in range(1, len(rows))]
             named |= dict(zip(labels, rows, strict=True))
             marks[ti.token] = rows.norm(dim=-1).tolist()
+            lengths = "; ".join(f"{e} " + ", ".join(f"{n:.3f}" for n in ns)
+                                for e, ns in ti.norms().items())
             lines.append(f"<b>{html.escape(ti.token)}</b> ({ti.form} form, step {ti.step}): "
-                         f"{len(rows)} vector(s), length(s) "
-                         + ", ".join(f"{n:.3f}" for n in rows.norm(dim=-1).tolist()))
+                         f"{ti.n_vectors} vector(s) per encoder, length(s) {lengths}")
             tables.append((ti.token, rows[0]))
         if not named:
             raise LabkitError("nothing to look up.", hint="Type a word or pick an embedding.")
-        vocab = embeddings.vocabulary_norms(p.text_encoder, p.tokenizer)
-        lines.append(f"vocabulary: median length {vocab.median():.3f}, longest {vocab.max():.3f}")
+        vocab = embeddings.vocabulary_norms(text_encoder, tokenizer)
+        lines.append(f"vocabulary ({enc}): median length {vocab.median():.3f}, longest "
+                     f"{vocab.max():.3f}")
         facts.value = "<br>".join(lines)
         nearest.value = "".join(
-            f"<b>Nearest tokens to {html.escape(label)}</b>"
-            + table_html(embeddings.nearest_tokens(v, p.text_encoder, p.tokenizer, NEAREST_K))
+            f"<b>Nearest tokens to {html.escape(label)}</b> ({enc})"
+            + table_html(embeddings.nearest_tokens(v, text_encoder, tokenizer, NEAREST_K))
             for label, v in tables)
-        _show(norms, to_png(embedding_plots.norm_histogram(vocab, marks)))
-        frame = embeddings.neighbour_map(named, p.text_encoder, p.tokenizer, k=4)
+        _show(norms, to_png(embedding_plots.norm_histogram(
+            vocab, marks, title=f"Length of every token's vector ({enc})")))
+        frame = embeddings.neighbour_map(named, text_encoder, tokenizer, k=4)
         _show(chart, to_png(embedding_plots.map_figure(frame, highlight=list(named))))
 
     def make_pair() -> None:
@@ -173,11 +200,20 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
                                          cell_px=max(PAIR_PX, images["with"].width))))
         status.value = f"seed {seed.value}, {steps.value} steps"
 
+    def on_model(_: Any) -> None:
+        nonlocal offering
+        offering = True
+        try:
+            ti_pick.offer(demo_options(TI_KINDS, model_pick.base()))
+        finally:
+            offering = False
+
     def on_prompt(_: Any) -> None:
         run_into(out, error, show_tokens)
 
     def on_look(_: Any) -> None:
-        run_into(out, error, show_lookup)
+        if not offering:
+            run_into(out, error, show_lookup)
 
     def on_pair(_: Any) -> None:
         pair_button.disabled = True
@@ -188,16 +224,18 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
             if error.value:
                 status.value = ""
 
+    model_pick.choice.observe(on_model, names="value")
+    model_pick.path.observe(on_model, names="value")
     prompt.observe(on_prompt, names="value")
-    word.observe(on_look, names="value")
-    ti_picker.observe(on_look, names="value")
+    for control in (word, ti_pick.choice, encoder):
+        control.observe(on_look, names="value")
     look.on_click(on_look)
     pair_button.on_click(on_pair)
     return widgets.VBox([
-        widgets.HTML("<h3>Embeddings</h3>"), widgets.HBox([picker, path]), error, status,
-        widgets.HTML("<b>Tokens</b>: how the text encoder reads your prompt"), prompt, tokens,
-        widgets.HTML("<b>Look up</b> a word and an embedding"), widgets.HBox([word, ti_picker]),
-        ti_path, look, facts, nearest, norms, chart,
+        widgets.HTML("<h3>Embeddings</h3>"), model_pick.widget, error, status,
+        widgets.HTML("<b>Tokens</b>: how the text encoder(s) read your prompt"), prompt, tokens,
+        widgets.HTML("<b>Look up</b> a word and an embedding"), widgets.HBox([word, encoder]),
+        ti_pick.widget, look, facts, nearest, norms, chart,
         widgets.HTML("<b>With and without</b> the embedding, same seed"), pair_prompt,
         widgets.HBox([seed, steps]), pair_button, pair, out,
     ])

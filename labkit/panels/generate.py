@@ -1,35 +1,42 @@
-"""The generate panel: pick a model, write a prompt, watch the image emerge from noise."""
+"""The generate panel: pick a model, write a prompt, watch the image emerge from noise.
+SDXL-style models take a second prompt for their second text encoder."""
 
 from __future__ import annotations
 
 import io
 import random
-from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 from PIL import Image
 
-from labkit.errors import LabkitError
-from labkit.panels.common import run_from_button
+from labkit.panels.common import (
+    CHECKPOINTS,
+    Picker,
+    demo_names,
+    run_from_button,
+    table_html,
+)
 from labkit.plots import image_grid
 
-PATH_CHOICE = "(the path below)"
 SIZES = [("native", 0), ("64", 64), ("128", 128), ("256", 256), ("512", 512), ("768", 768),
          ("1024", 1024)]
 N_PREVIEWS = 5  # previews in the strip for any number of steps
 MIN_CELL_PX = 256  # small images (the demo's 64x64) are shown enlarged
 STRIP_CELL_PX = 128
 MAX_SEED = 2**31 - 1
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")  # Prompt feeds the first, Prompt 2 the second
 
 
-def demo_checkpoints() -> list[str]:
-    """The demo world's full checkpoints (every form), or [] when it is not there."""
-    try:
-        from labkit import zoo
+def parts_html(pipe: Any) -> str:
+    """The loaded pipeline's class, its text encoders (two for SDXL-style models: each prompt
+    box feeds one) and its parts table."""
+    from labkit.sampling import components_table
 
-        return [e["name"] for e in zoo.manifest() if e["kind"] == "checkpoint"]
-    except (ImportError, LabkitError):
-        return []
+    encoders = [f"{name} ({type(getattr(pipe, name)).__name__})" for name in TEXT_ENCODERS
+                if getattr(pipe, name, None) is not None]
+    return (f"<b>{type(pipe).__name__}</b>: {len(encoders)} text encoder(s), "
+            f"{' and '.join(encoders)}" + table_html(components_table(pipe)))
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -45,31 +52,20 @@ def show(target: widgets.Image, image: Image.Image) -> None:
     target.width, target.height = str(image.width), str(image.height)
 
 
-def _model_path(choice: str, typed: str) -> Path:
-    if typed.strip():
-        return Path(typed.strip()).expanduser()
-    if choice == PATH_CHOICE:
-        raise LabkitError("no model chosen.", hint="Pick a demo model or type the path of a "
-                                                   "checkpoint file or diffusers folder.")
-    from labkit import zoo
-
-    return zoo.path(choice)
-
-
 def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VBox:
-    """Model picker, prompt, seed with a dice, steps, guidance, scheduler, size; Generate shows a
-    progress bar, the images and a strip of the denoising steps. `model` preselects a demo name
-    or fills the path box."""
+    """Model picker, prompt (and a second one for SDXL's second text encoder), seed with a dice,
+    steps, guidance, scheduler, size; Generate shows the model's parts, a progress bar, the
+    images and a strip of the denoising steps. `model` preselects a demo name or fills the path
+    box."""
     from labkit.sampling import SCHEDULERS
 
-    demos = demo_checkpoints()
-    picker = widgets.Dropdown(options=[*demos, PATH_CHOICE], description="Model",
-                              value=model if model in demos else (demos or [PATH_CHOICE])[0])
-    path = widgets.Text(value="" if model in demos or model is None else str(model),
-                        description="Path", placeholder="a .safetensors / .ckpt or a folder",
-                        layout=widgets.Layout(width="60%"))
+    picker = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model",
+                    placeholder="a .safetensors / .ckpt or a folder")
     prompt = widgets.Text(value="a red circle on a white background", description="Prompt",
                           layout=widgets.Layout(width="80%"))
+    prompt_2 = widgets.Text(description="Prompt 2", layout=widgets.Layout(width="80%"),
+                            placeholder="SDXL-style models only: the second text encoder's "
+                                        "prompt (empty: the same prompt)")
     negative = widgets.Text(description="Negative", placeholder="what to steer away from",
                             layout=widgets.Layout(width="80%"))
     seed = widgets.BoundedIntText(value=0, min=0, max=MAX_SEED, description="Seed")
@@ -84,6 +80,8 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     bar = widgets.IntProgress(value=0, min=0, max=1, description="Denoising")
     status = widgets.HTML()
     status.add_class("labkit-generate-status")
+    parts = widgets.HTML()
+    parts.add_class("labkit-generate-parts")
     error = widgets.HTML()
     error.add_class("labkit-error-box")
     images = widgets.Image(format="png")
@@ -98,9 +96,10 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     def work() -> None:
         from labkit import pipelines
 
-        status.value = "<i>Loading the model (once per model)...</i>"
-        pipe = pipelines.cached_pipeline(_model_path(picker.value, path.value), device=device,
+        status.value, parts.value = "<i>Loading the model (once per model)...</i>", ""
+        pipe = pipelines.cached_pipeline(picker.resolve(), device=device,
                                          progress=False)
+        parts.value = parts_html(pipe)
         previews: list[Image.Image] = []
 
         def on_step(done: int, total: int) -> None:
@@ -113,9 +112,10 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
         status.value = "<i>Denoising...</i>"
         bar.value = 0
         result = pipelines.generate(
-            pipe, prompt.value, negative.value, seed=seed.value, steps=steps.value,
-            guidance=guidance.value, size=size.value or None, scheduler=scheduler.value,
-            n_images=count.value, preview_every=max(1, steps.value // N_PREVIEWS),
+            pipe, prompt.value, negative.value, prompt_2=prompt_2.value, seed=seed.value,
+            steps=steps.value, guidance=guidance.value, size=size.value or None,
+            scheduler=scheduler.value, n_images=count.value,
+            preview_every=max(1, steps.value // N_PREVIEWS),
             on_preview=on_preview, on_step=on_step, progress=False)
         w, h = result[0].size
         show(images, image_grid(result, 1, len(result),
@@ -130,9 +130,9 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     button.on_click(on_click)
     return widgets.VBox([
         widgets.HTML("<h3>Generate</h3>"),
-        widgets.HBox([picker, path]), prompt, negative,
+        picker.widget, prompt, prompt_2, negative,
         widgets.HBox([seed, dice, scheduler]), widgets.HBox([steps, guidance]),
-        widgets.HBox([size, count]), widgets.HBox([button, bar]), status, error,
+        widgets.HBox([size, count]), widgets.HBox([button, bar]), status, error, parts,
         widgets.HTML("<b>Images</b>"), images,
         widgets.HTML("<b>Denoising steps</b> (the latents decoded along the way)"), strip, out,
     ])

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 import pandas as pd
 
-from labkit.errors import LabkitError, UnsafeFileError
-from labkit.panels.common import run_into, table_html
+from labkit.errors import UnsafeFileError
+from labkit.panels.common import demo_names, run_into, table_html
 
 if TYPE_CHECKING:
     from labkit.files import ModelFile
@@ -31,16 +31,6 @@ SAFE_PICKLE = ("This {suffix} only contains tensors and torch's own helpers: saf
 HASH_LABELS = {"sha256": "SHA256", "autov1": "AutoV1", "autov2": "AutoV2", "autov3": "AutoV3",
                "crc32": "CRC32", "blake3": "BLAKE3"}
 MISSING_HASH = {"autov1": "- (none for files under 2 MiB)"}
-
-
-def demo_names() -> list[str]:
-    """The demo files' manifest names, or [] when the demo world is not there."""
-    try:
-        from labkit import zoo
-
-        return [entry["name"] for entry in zoo.manifest()]
-    except (ImportError, LabkitError):
-        return []
 
 
 def _kv_html(pairs: list[tuple[str, str]]) -> str:

@@ -2,55 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ipywidgets as widgets
 
 from labkit.errors import LabkitError
-from labkit.panels.common import run_from_button, table_html
+from labkit.panels.common import (
+    CHECKPOINTS,
+    Picker,
+    demo_names,
+    demo_options,
+    run_from_button,
+    table_html,
+)
 
-PATH_CHOICE = "(the path below)"
-NONE_CHOICE = "(none)"
 ADAPTER_KINDS = ("lora", "loha", "lokr", "lycoris_full", "dora")
 SHOWN_ROWS = 60
 MAX_GRID = 48  # images per grid: past this a click would run for minutes on a CPU
 
 
-def demo_names(kinds: tuple[str, ...]) -> list[str]:
-    """The demo files of some kinds, or [] when the demo world is not there."""
-    try:
-        from labkit import zoo
+def fit_html(base: str | None) -> str:
+    """What the adapter dropdowns offer for a model of `base` (None: a model the demo manifest
+    does not know)."""
+    if base is None:
+        return ("<i>Every demo adapter is offered, with the base it was made for: one made for "
+                "another family than the model's is refused when the grid is made.</i>")
+    return f"<i>Offered: the demo adapters made for <b>{base}</b>, the chosen model's base.</i>"
 
-        return [e["name"] for e in zoo.manifest() if e["kind"] in kinds]
-    except (ImportError, LabkitError):
-        return []
 
-
-class Picker:
-    """A demo-file dropdown and a path box; a typed path wins."""
-
-    def __init__(self, label: str, names: list[str], value: str | None, optional: bool = False):
-        options = ([NONE_CHOICE] if optional else []) + names + [PATH_CHOICE]
-        chosen = value if value in names else None
-        self.choice = widgets.Dropdown(options=options, description=label,
-                                       value=chosen or options[0])
-        self.path = widgets.Text(value="" if chosen or value is None else str(value),
-                                 description="Path", placeholder="a .safetensors file or folder",
-                                 layout=widgets.Layout(width="55%"))
-        self.widget = widgets.HBox([self.choice, self.path])
-
-    def resolve(self) -> Path | None:
-        """The chosen file (None for "(none)"). Raises LabkitError when nothing is chosen."""
-        if self.path.value.strip():
-            return Path(self.path.value.strip()).expanduser()
-        if self.choice.value == NONE_CHOICE:
-            return None
-        if self.choice.value == PATH_CHOICE:
-            raise LabkitError(f"no file chosen for {self.choice.description}.",
-                              hint="Pick a demo file or type a path.")
-        from labkit import zoo
-
-        return zoo.path(self.choice.value)
+def mismatch_html(adapter_base: str, model_base: str | None) -> str:
+    """A warning when an adapter was made for another base than the chosen demo model's."""
+    if model_base is None or adapter_base in (model_base, "unknown"):
+        return ""
+    return (f"<p class='labkit-mismatch'><b>Not for the chosen model</b> ({model_base}): this "
+            f"file was made for {adapter_base}, so Make grid will refuse it.</p>")
 
 
 def strengths_of(low: float, high: float, step: float) -> list[float]:
@@ -74,15 +57,17 @@ def seeds_of(text: str) -> list[int]:
 
 def lora_panel(model: str | None = None, lora: str | None = None, device: str = "auto") -> widgets.VBox:
     """Pick a model and a LoRA (and a second one to compare): its anatomy table and plots, then
-    a strengths x prompts/seeds grid made in batched passes. `model` and `lora` preselect a demo
-    name or fill the path box."""
+    a strengths x prompts/seeds grid made in batched passes. The LoRA dropdowns offer the demo
+    adapters made for the chosen demo model's base (SD1-style or SDXL-style). `model` and `lora`
+    preselect a demo name or fill the path box."""
     from labkit import lora_plots
     from labkit.stats_plots import to_png
 
-    adapters = demo_names(ADAPTER_KINDS)
-    model_pick = Picker("Model", demo_names(("checkpoint",)), model)
-    first = Picker("LoRA", adapters, lora or (adapters[0] if adapters else None))
-    second = Picker("Compare", adapters, None, optional=True)
+    model_pick = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model")
+    adapters = demo_options(ADAPTER_KINDS, model_pick.base())
+    first = Picker("LoRA", adapters, lora, "LoRA")
+    second = Picker("Compare", adapters, None, "LoRA to compare", optional=True)
+    fit = widgets.HTML(fit_html(model_pick.base()))
     show = widgets.Button(description="Show anatomy", icon="search", button_style="info")
     strengths = widgets.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.5, step=0.05,
                                          description="Strengths")
@@ -114,6 +99,7 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
         note = frame.attrs["note"]
         anatomy.value = (f"<b>{path.name}</b>: {frame.attrs['kind']} for {frame.attrs['base']}, "
                          f"{len(frame)} modules" + (f"; <b>unmatched</b>: {note}" if note else "")
+                         + mismatch_html(frame.attrs["base"], model_pick.base())
                          + table_html(lora_plots.rank_alpha(frame))
                          + table_html(lora_plots.training_table(meta))
                          + table_html(frame.drop(columns=["prefix", "shapes"]), SHOWN_ROWS))
@@ -145,11 +131,20 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
         status.value = (f"{n} images: rows are prompt #seed, columns LoRA strength; same noise "
                         f"per seed, {steps.value} steps")
 
+    def on_model(_: dict) -> None:
+        base = model_pick.base()
+        options = demo_options(ADAPTER_KINDS, base)
+        first.offer(options)
+        second.offer(options)
+        fit.value = fit_html(base)
+
+    model_pick.choice.observe(on_model, names="value")
+    model_pick.path.observe(on_model, names="value")
     show.on_click(lambda b: run_from_button(b, out, error, status, show_work))
     make.on_click(lambda b: run_from_button(b, out, error, status, grid_work))
     return widgets.VBox([
         widgets.HTML("<h3>LoRA lab</h3>"),
-        model_pick.widget, first.widget, second.widget, show, error, anatomy, figures,
+        model_pick.widget, fit, first.widget, second.widget, show, error, anatomy, figures,
         widgets.HTML("<b>Strength grid</b> (like A1111's XYZ plot)"),
         widgets.HBox([strengths, step]), prompts, widgets.HBox([seeds, steps]), make, status,
         grid, out,

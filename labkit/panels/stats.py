@@ -11,8 +11,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from labkit import stats, stats_plots
-from labkit.errors import LabkitError
-from labkit.panels.common import run_into, table_html
+from labkit.panels.common import demo_names, run_into, table_html
 
 if TYPE_CHECKING:
     from labkit.model_file import ModelFile
@@ -23,16 +22,6 @@ COMPARE_SORT = ("name", "block", "status", "max_abs_diff", "rel_diff", "cosine")
 MAX_ROWS = 300
 SCROLL = {"max_height": "360px", "overflow": "auto"}  # long tables scroll inside the panel
 HINT = "<i>Pick a demo file or type a path, then click Compute.</i>"
-
-
-def demo_names() -> list[str]:
-    """The demo files' manifest names, or [] when the demo world is not built."""
-    try:
-        from labkit import zoo
-
-        return [entry["name"] for entry in zoo.manifest()]
-    except (ImportError, LabkitError):
-        return []
 
 
 def shown(frame: pd.DataFrame) -> pd.DataFrame:

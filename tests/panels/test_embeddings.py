@@ -6,8 +6,8 @@ import ipywidgets as widgets
 import pytest
 import torch
 
-from labkit.panels.embeddings import NO_EMBEDDING, embeddings_panel
-from labkit.panels.generate import PATH_CHOICE
+from labkit.panels.common import NONE_CHOICE, PATH_CHOICE
+from labkit.panels.embeddings import embeddings_panel
 from tests.ti_samples import SD1_WIDTH, save_tiny, write_forms
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +101,7 @@ def test_errors_show_in_the_red_box(tiny, tmp_path):
     p["word"].value = "x"
     assert "labkit-error" in p["error"].value and "gone.pt" in p["error"].value
     p = _parts(embeddings_panel(model=str(tiny)))
-    p["picker"].value = NO_EMBEDDING
+    p["picker"].value = NONE_CHOICE
     p["word"].value = ""
     p["look"].click()
     assert "nothing to look up" in p["error"].value
@@ -114,4 +114,4 @@ def test_errors_show_in_the_red_box(tiny, tmp_path):
     p["ti_path"].value = str(wide)
     p["picker"].value = PATH_CHOICE
     p["look"].click()
-    assert "768-wide vectors are for SD1 models" in p["error"].value
+    assert "768-wide vectors are for SD1" in p["error"].value

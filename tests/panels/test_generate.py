@@ -6,7 +6,8 @@ import ipywidgets as widgets
 import pytest
 import torch
 
-from labkit.panels.generate import PATH_CHOICE, generate_panel
+from labkit.panels.common import PATH_CHOICE
+from labkit.panels.generate import generate_panel
 from tests.tiny_models import save_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"

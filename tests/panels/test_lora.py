@@ -8,7 +8,8 @@ import ipywidgets as widgets
 import pytest
 from PIL import Image
 
-from labkit.panels.lora import PATH_CHOICE, lora_panel, seeds_of, strengths_of
+from labkit.panels.common import PATH_CHOICE
+from labkit.panels.lora import lora_panel, seeds_of, strengths_of
 from tests.lora_samples import single_thread, write_adapter, write_ti
 from tests.tiny_models import save_tiny
 
@@ -105,7 +106,7 @@ def test_no_lora_chosen_says_so():
     _one(panel, widgets.Dropdown, "LoRA").value = PATH_CHOICE
     p["lora"].value = ""
     p["show"].click()
-    assert "no file chosen" in p["error"].value
+    assert "no LoRA chosen" in p["error"].value
 
 
 def test_strength_and_seed_parsing():
