@@ -23,7 +23,7 @@ from labkit import identify_rules as R
 from labkit.blocks import LEVEL, component_of
 from labkit.errors import LabkitError
 from labkit.identify import identify
-from labkit.lora_keys import group_keys
+from labkit.lora_keys import FileModule, group_keys
 from labkit.tensors import TensorInfo
 
 Table = Mapping[str, TensorInfo]
@@ -291,7 +291,7 @@ def lora_layout(tables: Mapping[str, Table]) -> pd.DataFrame:
     rows = []
     for label, table in tables.items():
         modules, _ = group_keys(table)
-        by_prefix: dict[str, list[Any]] = {}
+        by_prefix: dict[str, list[FileModule]] = {}
         for module in modules:
             prefix = next((p for p, _ in R.ADAPTER_PARTS if module.prefix.startswith(p)), "")
             by_prefix.setdefault(prefix, []).append(module)
