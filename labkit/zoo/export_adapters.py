@@ -175,9 +175,10 @@ def write_embeddings(emb: TrainedEmbedding, folder: Path, stem: str) -> dict[str
     return {"a1111": a1111, "kohya": kohya, "diffusers": diffusers_form}
 
 
-def write_sdxl_embedding(emb: TrainedEmbedding, dst: Path) -> Path:
-    """An SDXL textual inversion: one safetensors file, `clip_l` and `clip_g` vectors."""
+def write_sdxl_embedding(emb: TrainedEmbedding, dst: Path, stem: str) -> Path:
+    """An SDXL textual inversion: one safetensors file, `clip_l` and `clip_g` vectors, titled
+    `stem` (the name it is triggered by, as the SD1 forms are)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     l_vec, g_vec = (v.detach().float().contiguous() for v in emb.vectors)
-    save_tensors(dst, {"clip_l": l_vec, "clip_g": g_vec}, {"modelspec.title": dst.stem})
+    save_tensors(dst, {"clip_l": l_vec, "clip_g": g_vec}, {"modelspec.title": stem})
     return dst

@@ -88,7 +88,8 @@ def export_xl(world: XLWorld, lora: TrainedAdapter, emb: TrainedEmbedding, out: 
         NAMES["single"]: single,
         NAMES["lora"]: write_kohya(lora, lora.captions, out / "lora" / "striped_lora_xl.safetensors",
                                    "demo striped lora (SDXL-style)", family="demo_sdxl"),
-        NAMES["ti"]: write_sdxl_embedding(emb, out / "embeddings" / "checker_xl.safetensors"),
+        NAMES["ti"]: write_sdxl_embedding(emb, out / "embeddings" / "checker_xl.safetensors",
+                                            "checker"),
     }
 
 
