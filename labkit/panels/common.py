@@ -84,11 +84,12 @@ class Picker:
             + [(PATH_CHOICE, PATH_CHOICE)]
 
     def offer(self, options: list[tuple[str, str]]) -> None:
-        """Offer these demo files as (label, name); the choice stays when still offered."""
+        """Offer these demo files as (label, name); the choice stays when still offered, else
+        the first of them is chosen."""
         keep = self.choice.value
         self.choice.options = self._with_choices(options)
         names = [name for _, name in self.choice.options]
-        self.choice.value = keep if keep in names else names[0]
+        self.choice.value = keep if keep in names else next((n for _, n in options), names[0])
 
     def base(self) -> str | None:
         """The manifest base of the chosen demo file; None for a typed path or no demo file."""

@@ -168,7 +168,8 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
             marks[ti.token] = rows.norm(dim=-1).tolist()
             lengths = "; ".join(f"{e} " + ", ".join(f"{n:.3f}" for n in ns)
                                 for e, ns in ti.norms().items())
-            lines.append(f"<b>{html.escape(ti.token)}</b> ({ti.form} form, step {ti.step}): "
+            step = "" if ti.step is None else f", step {ti.step}"
+            lines.append(f"<b>{html.escape(ti.token)}</b> ({ti.form} form{step}): "
                          f"{ti.n_vectors} vector(s) per encoder, length(s) {lengths}")
             tables.append((ti.token, rows[0]))
         if not named:

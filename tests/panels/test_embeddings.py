@@ -1,4 +1,5 @@
-"""The embeddings panel, driven from Python: live tokens, look-up, the with/without pair, errors."""
+"""The embeddings panel, driven from Python: live tokens, look-up, the with/without pair, errors;
+with the SD1-style and the SDXL-style demo (two encoders) and a file of the other family."""
 
 from __future__ import annotations
 
@@ -115,3 +116,91 @@ def test_errors_show_in_the_red_box(tiny, tmp_path):
     p["picker"].value = PATH_CHOICE
     p["look"].click()
     assert "768-wide vectors are for SD1" in p["error"].value
+
+
+def _encoder(panel):
+    return _one(panel, widgets.Dropdown, "Encoder")[0]
+
+
+def test_sdxl_tokens_show_per_encoder_with_what_the_unet_sees():
+    panel = embeddings_panel(model="demo_sdxl")
+    p = _parts(panel)
+    p["prompt"].value = "a red circle"
+    assert p["error"].value == ""
+    text = p["tokens"].value
+    assert "text_encoder (tokenizer, 32 wide)" in text and "text_encoder_2 (tokenizer_2, 48 wide)" in text
+    assert "each the token &lt;|endoftext|&gt;" in text and "each the token !" in text
+    assert text.count("circle&lt;/w&gt;") == 2 and "output_norm" in text
+    assert "77 vectors 80 wide" in text and "32 (text_encoder) + 48 (text_encoder_2)" in text
+    assert "pooled vector" in text
+    assert _encoder(panel).layout.display == ""
+
+
+def test_sd1_tokens_say_one_encoder_and_no_pooled_vector():
+    panel = embeddings_panel(model="demo_sd1")
+    p = _parts(panel)
+    p["prompt"].value = "a red circle"
+    text = p["tokens"].value
+    assert "text_encoder (tokenizer, 32 wide)" in text and "text_encoder_2" not in text
+    assert "77 vectors 32 wide" in text and "pooled" not in text
+    assert _encoder(panel).layout.display == "none"
+
+
+def test_the_sdxl_embedding_looks_up_in_either_encoder():
+    panel = embeddings_panel(model="demo_sdxl")
+    p = _parts(panel)
+    assert [n for _, n in p["picker"].options] == [NONE_CHOICE, "demo_ti_checker_xl", PATH_CHOICE]
+    assert p["picker"].value == "demo_ti_checker_xl"
+    p["word"].value = "x"
+    p["look"].click()
+    assert p["error"].value == ""
+    text = " ".join(h.value for h in p["html"])
+    assert "2 text encoders" in text and "looking up in <b>text_encoder</b> (32 wide)" in text
+    assert "(sdxl form)" in text and "text_encoder_2 " in text
+    assert "Nearest tokens to &lt;checker&gt;</b> (text_encoder)" in text
+    first_map = bytes(p["map"].value)
+    _encoder(panel).value = "text_encoder_2"
+    text = " ".join(h.value for h in p["html"])
+    assert p["error"].value == "" and "looking up in <b>text_encoder_2</b> (48 wide)" in text
+    assert "Nearest tokens to x</b> (text_encoder_2)" in text
+    assert bytes(p["map"].value).startswith(PNG) and bytes(p["map"].value) != first_map
+
+
+def test_the_sdxl_pair_differs_and_leaves_both_tokenizers_clean():
+    from labkit import pipelines, zoo
+
+    p = _parts(embeddings_panel(model="demo_sdxl", embedding="demo_ti_checker_xl"))
+    p["steps"].value = 2
+    p["pair"].click()
+    assert p["error"].value == "" and bytes(p["pair_image"].value).startswith(PNG)
+    pipe = pipelines.cached_pipeline(zoo.path("demo_sdxl"), progress=False)
+    assert pipe.tokenizer_2.added_tokens_encoder.keys() == {"!", "<|startoftext|>",
+                                                            "<|endoftext|>"}
+
+
+def test_the_embeddings_offered_follow_the_model_without_a_look_up():
+    panel = embeddings_panel(model="demo_sd1")
+    p = _parts(panel)
+    assert "demo_ti_checker_kohya" in [n for _, n in p["picker"].options]
+    _one(panel, widgets.Dropdown, "Model")[0].value = "demo_sdxl"
+    assert p["picker"].value == "demo_ti_checker_xl"
+    assert "demo_ti_checker_kohya" not in [n for _, n in p["picker"].options]
+    text = " ".join(h.value for h in p["html"])
+    assert "Nearest tokens" not in text and "vocabulary" not in text and p["error"].value == ""
+
+
+@pytest.mark.parametrize(("model", "embedding", "families"), [
+    ("demo_sdxl", "demo_ti_checker_kohya", ("for demo_sd1", "pipeline is demo_sdxl")),
+    ("demo_sd1", "demo_ti_checker_xl", ("for demo_sdxl", "pipeline is demo_sd1")),
+])
+def test_an_embedding_of_the_other_family_is_refused_in_plain_words(model, embedding, families):
+    from labkit import zoo
+
+    p = _parts(embeddings_panel(model=model, embedding=embedding))
+    assert p["ti_path"].value == str(zoo.path(embedding))
+    p["look"].click()
+    assert "labkit-error" in p["error"].value and all(f in p["error"].value for f in families)
+    p["steps"].value = 1
+    p["pair"].click()
+    assert all(f in p["error"].value for f in families)
+    assert p["pair_image"].layout.display == "none"

@@ -1,24 +1,23 @@
-"""The generate panel: a click makes an image; a bad path shows the red box."""
+"""The generate panel: a click makes an image with either demo world (SDXL's second prompt too);
+a bad path shows the red box."""
 
 from __future__ import annotations
 
 import ipywidgets as widgets
 import pytest
-import torch
 
 from labkit.panels.common import PATH_CHOICE
 from labkit.panels.generate import generate_panel
+from tests.lora_samples import single_thread
 from tests.tiny_models import save_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"
+one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model on a busy 2-core machine runs faster alone
-    yield save_tiny(tmp_path_factory.mktemp("tiny") / "sd1", "sd1")
-    torch.set_num_threads(threads)
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "sd1", "sd1")
 
 
 def _walk(widget):
@@ -85,3 +84,39 @@ def test_the_dice_picks_a_new_seed():
     before = p["seed"].value
     p["dice"].click()
     assert p["seed"].value != before
+
+
+@pytest.mark.parametrize(("name", "pipeline", "encoders"), [
+    ("demo_sd1", "StableDiffusionPipeline", "1 text encoder(s), text_encoder (CLIPTextModel)"),
+    ("demo_sdxl", "StableDiffusionXLPipeline",
+     "2 text encoder(s), text_encoder (CLIPTextModel) and text_encoder_2 "
+     "(CLIPTextModelWithProjection)"),
+    ("demo_sdxl_single", "StableDiffusionXLPipeline", "2 text encoder(s)"),
+])
+def test_both_demo_worlds_generate_and_show_their_parts(name, pipeline, encoders):
+    panel = generate_panel(model=name)
+    p = _parts(panel)
+    assert p["picker"].value == name and p["path"].value == ""
+    p["steps"].value = 2
+    p["generate"].click()
+    assert p["error"].value == ""
+    assert bytes(p["images"].value).startswith(PNG)
+    parts = next(w for w in _walk(panel) if "labkit-generate-parts" in w._dom_classes).value
+    assert f"<b>{pipeline}</b>" in parts and encoders in parts and "unet" in parts
+    status = next(w for w in _walk(panel) if "labkit-generate-status" in w._dom_classes).value
+    assert "64x64" in status
+
+
+def test_prompt_2_feeds_sdxl_s_second_encoder_and_sd1_says_it_has_one():
+    panel = generate_panel(model="demo_sdxl")
+    p = _parts(panel)
+    prompt_2 = _find(panel, widgets.Text, "Prompt 2")[0]
+    p["steps"].value = 2
+    p["generate"].click()
+    same = bytes(p["images"].value)
+    prompt_2.value = "a green triangle on a black background"
+    p["generate"].click()
+    assert p["error"].value == "" and bytes(p["images"].value) != same
+    p["picker"].value = "demo_sd1"
+    p["generate"].click()
+    assert "labkit-error" in p["error"].value and "one text encoder" in p["error"].value

@@ -1,4 +1,5 @@
 import hashlib
+import html
 import sys
 import types
 
@@ -8,7 +9,7 @@ import pytest
 
 import labkit
 from labkit.errors import LabkitError
-from labkit.panels.inspector import Inspector, filter_tensors, inspector_panel
+from labkit.panels.inspector import NO_CODE, Inspector, filter_tensors, inspector_panel
 from tests.layout_files import load_layout, write_sparse
 from tests.sample_models import LORA_MODULE, write_checkpoint, write_lora, write_unsafe_pickle
 
@@ -116,3 +117,21 @@ def test_a_real_sd15_layout_opens_header_only(tmp_path):
     assert "<b>sd1</b>" in panel.summary.value and "1,131" in panel.summary.value
     panel.filter.value = r"^model\.diffusion_model\..*attn2\.to_k\.weight$"
     assert "16 of 1,131 tensors" in panel.count.value
+
+
+@pytest.mark.parametrize(("name", "fmt", "kind", "told"), [
+    ("demo_sdxl", "diffusers", "checkpoint", "text_encoder_2/"),
+    ("demo_sdxl_single", "safetensors", "checkpoint", "conditioner.embedders.1"),
+    ("demo_lora_striped_xl", "safetensors", "lora", "te2"),
+    ("demo_ti_checker_xl", "safetensors", "textual_inversion", "clip_l + clip_g"),
+])
+def test_the_sdxl_demo_files_open_from_the_dropdown(name, fmt, kind, told):
+    panel = Inspector()
+    assert name in dict(panel.demo.options).values()
+    panel.demo.value = name
+    assert panel.error.value == ""
+    for text in ("<b>demo_sdxl</b>", f"<td style='font-family:monospace'>{fmt}</td>",
+                 f"<td style='font-family:monospace'>{kind}</td>", told):
+        assert text in panel.summary.value
+    assert panel.safety.value == html.escape(NO_CODE[fmt])
+    assert int(panel.count.value.split()[-2].replace(",", "")) > 0

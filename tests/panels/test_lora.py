@@ -1,4 +1,5 @@
-"""The LoRA panel: anatomy table and figures, a labelled strength grid, errors in the red box."""
+"""The LoRA panel: anatomy table and figures, a labelled strength grid, the adapters offered for
+the chosen model's base (SD1- or SDXL-style), errors in the red box."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import ipywidgets as widgets
 import pytest
 from PIL import Image
 
-from labkit.panels.common import PATH_CHOICE
+from labkit.panels.common import NONE_CHOICE, PATH_CHOICE
 from labkit.panels.lora import lora_panel, seeds_of, strengths_of
 from tests.lora_samples import single_thread, write_adapter, write_ti
 from tests.tiny_models import save_tiny
@@ -113,3 +114,56 @@ def test_strength_and_seed_parsing():
     assert strengths_of(0.0, 1.0, 0.25) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert strengths_of(0.5, 1.5, 0.4) == [0.5, 0.9, 1.3]
     assert seeds_of("1, 2 3") == [1, 2, 3]
+
+
+def _names(dropdown):
+    return [name for _, name in dropdown.options]
+
+
+def _labels(dropdown):
+    return [label for label, _ in dropdown.options]
+
+
+def test_the_adapters_offered_follow_the_model_s_base():
+    panel = lora_panel(model="demo_sd1")
+    model = _one(panel, widgets.Dropdown, "Model")
+    lora, compare = _one(panel, widgets.Dropdown, "LoRA"), _one(panel, widgets.Dropdown, "Compare")
+    assert {"demo_lora_striped", "demo_loha_outlined"} <= set(_names(lora))
+    assert "demo_lora_striped_xl" not in _names(lora) and lora.value == "demo_lora_striped"
+    model.value = "demo_sdxl"
+    assert _names(lora) == ["demo_lora_striped_xl", PATH_CHOICE]
+    assert lora.value == "demo_lora_striped_xl" and compare.value == NONE_CHOICE
+    assert "made for <b>demo_sdxl</b>" in " ".join(w.value for w in _walk(panel)
+                                                   if isinstance(w, widgets.HTML))
+    _parts(panel)["model"].value = "/some/model.safetensors"  # a model the manifest does not know
+    assert {"demo_lora_striped_xl (demo_sdxl)", "demo_lora_striped (demo_sd1)"} <= set(_labels(lora))
+    assert lora.value == "demo_lora_striped_xl"
+
+
+def test_the_sdxl_lora_shows_its_anatomy_and_makes_a_grid():
+    p = _parts(lora_panel(model="demo_sdxl", lora="demo_lora_striped_xl"))
+    p["show"].click()
+    assert p["error"].value == ""
+    assert "lora for demo_sdxl" in p["anatomy"].value and "Not for the chosen" not in p["anatomy"].value
+    p["strengths"].value, p["step"].value, p["steps"].value = (0.0, 1.0), 1.0, 2
+    p["make"].click()
+    assert p["error"].value == ""
+    assert Image.open(io.BytesIO(p["grid"].value)).width >= 2 * 128
+
+
+@pytest.mark.parametrize(("model", "lora", "families"), [
+    ("demo_sdxl", "demo_lora_striped", ("for demo_sd1", "pipeline is demo_sdxl")),
+    ("demo_sd1", "demo_lora_striped_xl", ("for demo_sdxl", "pipeline is demo_sd1")),
+])
+def test_a_lora_of_the_other_family_is_refused_in_plain_words(model, lora, families):
+    from labkit import zoo
+
+    p = _parts(lora_panel(model=model, lora=lora))
+    assert p["lora"].value == str(zoo.path(lora))  # not offered: it comes in by its path
+    p["show"].click()
+    assert p["error"].value == "" and "Not for the chosen model" in p["anatomy"].value
+    p["steps"].value = 1
+    p["make"].click()
+    assert "labkit-error" in p["error"].value and "Traceback" not in p["error"].value
+    assert all(f in p["error"].value for f in families)
+    assert p["grid"].value == b""

@@ -84,3 +84,17 @@ def test_errors_go_to_the_red_box(files, tmp_path):
     panel.a.path.value, panel.b.path.value = str(files[0]), str(tmp_path / "nope.ckpt")
     panel.compute.click()
     assert "nope.ckpt" in panel.error.value and PROJ in panel.rows.value
+
+
+def test_the_sdxl_single_file_against_its_folder():
+    panel = StatsPanel()
+    panel.a.demo.value, panel.b.demo.value = "demo_sdxl_single", "demo_sdxl"
+    assert panel.a.path.value.endswith("demo_sdxl.safetensors")
+    panel.compute.click()
+    assert panel.error.value == ""
+    assert "text encoder 2" in panel.summary.value and is_png(panel.figures)
+    panel.filter.value = "conditioner.embedders.1"
+    assert panel.tensor.options and all("conditioner.embedders.1" in n for n in panel.tensor.options)
+    assert is_png(panel.histogram)
+    counts = panel.compare_count.value
+    assert "equal:" in counts and "different" not in counts  # the same fp16 weights, two layouts
