@@ -83,7 +83,8 @@ def prompt_html(pipe: Any, prompt: str) -> str:
     if vectors.pooled is not None:
         sees += (f"; the pooled vector of the second encoder (length "
                  f"{float(vectors.pooled.norm()):.3f}) joins the timestep embedding")
-    return "".join(parts) + sees + ".</p>"
+    return ("".join(parts) + sees + ".</p><p><i>norm: the length of a token's input vector; "
+            "output_norm: of the encoder's output at its position.</i></p>")
 
 
 def embeddings_panel(model: str | None = None, embedding: str | None = None,
