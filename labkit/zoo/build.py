@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ from labkit.zoo.registry import write_manifest
 from labkit.zoo.sample import make_pipeline
 from labkit.zoo.tokenizer import load_tokenizer
 from labkit.zoo.train import (
-    Stage,
+    Lengths,
     cached_pool,
     denoiser_loss,
     pool_rng,
@@ -43,6 +43,7 @@ from labkit.zoo.train import (
     summary,
     vae_loss,
 )
+from labkit.zoo.world import World
 
 VAE_STYLES = {"plain": 0.4, "striped": 0.15, "outlined": 0.15, "twotone": 0.15, "checker": 0.15}
 # The base learns plain fills, plus checkerboards under the word "checkered" so that a textual
@@ -51,72 +52,24 @@ BASE_STYLES = {"plain": 0.85, "checker": 0.15}
 ADAPTER_FOLDER = {"lora": "lora", "loha": "lycoris", "lokr": "lycoris"}
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How long and how big each stage is; FULL_RECIPE is the shipped build, TOY_RECIPE a test."""
+@dataclass(frozen=True, kw_only=True)
+class Recipe(Lengths):
+    """The SD1-style world's recipe: its configs, the VAE stage, then the shared lengths;
+    FULL_RECIPE is the shipped build, TOY_RECIPE a test."""
 
     configs: Configs
     vae_steps: int
     vae_batch: int
     vae_lr: float
-    base_pool: int
-    base_steps: int
-    base_batch: int
-    base_lr: float
-    adapter_pool: int
-    adapter_steps: int
-    adapter_batch: int
-    adapter_lr: float
-    ti_steps: int
-    ti_lr: float
-    ckpt_every: int = 250
-    eval_steps: int = 20
-    seed: int = 1234
 
 
-FULL_RECIPE = Recipe(FULL, vae_steps=1000, vae_batch=16, vae_lr=1e-3, base_pool=12000,
+FULL_RECIPE = Recipe(configs=FULL, vae_steps=1000, vae_batch=16, vae_lr=1e-3, base_pool=12000,
                      base_steps=3000, base_batch=64, base_lr=1e-3, adapter_pool=3000,
                      adapter_steps=1500, adapter_batch=32, adapter_lr=4e-3, ti_steps=400,
                      ti_lr=5e-3)
-TOY_RECIPE = Recipe(TOY, vae_steps=3, vae_batch=4, vae_lr=1e-3, base_pool=32, base_steps=3,
+TOY_RECIPE = Recipe(configs=TOY, vae_steps=3, vae_batch=4, vae_lr=1e-3, base_pool=32, base_steps=3,
                     base_batch=4, base_lr=1e-3, adapter_pool=16, adapter_steps=2, adapter_batch=4,
                     adapter_lr=1e-3, ti_steps=2, ti_lr=1e-3, ckpt_every=2, eval_steps=2)
-
-
-@dataclass
-class World:
-    """The trained base: the shipped UNet carries the EMA weights (as SD1.5's diffusers folder
-    does); `raw_unet` keeps the trained weights for the .ckpt, whose model_ema. holds the EMA."""
-
-    tokenizer: object
-    text_encoder: object
-    vae: object
-    unet: object
-    raw_unet: dict[str, torch.Tensor]
-    scheduler: object
-    figures: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def tokenizers(self) -> list:
-        """The world's tokenizers (SD1: one)."""
-        return [self.tokenizer]
-
-    @property
-    def encoders(self) -> list:
-        """The world's text encoders (SD1: one)."""
-        return [self.text_encoder]
-
-    def conditioner(self, encoders: list | None = None, tokenizers: list | None = None,
-                    cache: bool = True) -> TextConditioner:
-        """The conditioning of this world's encoder (or of an adapted copy); SD1 encodes every
-        call, so `cache` changes nothing."""
-        return TextConditioner((tokenizers or self.tokenizers)[0], (encoders or self.encoders)[0])
-
-
-def _stage(recipe: Recipe, workdir: Path, name: str, steps: int, lr: float, progress: bool,
-           **kw) -> Stage:
-    return Stage(name=name, steps=steps, lr=lr, workdir=workdir, seed=recipe.seed,
-                 ckpt_every=recipe.ckpt_every, progress=progress, **kw)
 
 
 def train_base(recipe: Recipe, workdir: Path, progress: bool = True) -> World:
@@ -127,7 +80,7 @@ def train_base(recipe: Recipe, workdir: Path, progress: bool = True) -> World:
     tokenizer = load_tokenizer(TOKENIZER)
     text_encoder = make_text_encoder(cfg.text_encoder, recipe.seed)
     vae = make_vae(cfg.vae, recipe.seed)
-    vae_stage = _stage(recipe, workdir, "vae", recipe.vae_steps, recipe.vae_lr, progress)
+    vae_stage = recipe.stage(workdir, "vae", recipe.vae_steps, recipe.vae_lr, progress)
     run_stage(vae_stage, dict(vae.named_parameters()),
               vae_loss(vae, recipe.vae_batch, VAE_STYLES))
     vae.eval().requires_grad_(False)
@@ -141,7 +94,7 @@ def train_base(recipe: Recipe, workdir: Path, progress: bool = True) -> World:
 
     unet = make_unet(cfg.unet, recipe.seed)
     scheduler = make_scheduler("ddpm")
-    unet_stage = _stage(recipe, workdir, "unet", recipe.base_steps, recipe.base_lr, progress,
+    unet_stage = recipe.stage(workdir, "unet", recipe.base_steps, recipe.base_lr, progress,
                         ema_decay=0.999)
     ema = run_stage(unet_stage, dict(unet.named_parameters()),
                     denoiser_loss(unet, scheduler, base, vae.config.scaling_factor,
@@ -151,16 +104,16 @@ def train_base(recipe: Recipe, workdir: Path, progress: bool = True) -> World:
     unet.eval().requires_grad_(False)
     figures = {"vae": summary(vae_stage), "unet": summary(unet_stage),
                "scaling_factor": vae.config.scaling_factor}
-    return World(tokenizer, text_encoder, vae, unet, raw, scheduler, figures)
+    return World([tokenizer], [text_encoder], vae, unet, raw, scheduler, figures)
 
 
 def train_adapters(world: World, recipe: Recipe, workdir: Path, progress: bool
                    ) -> tuple[list[TrainedAdapter], TrainedEmbedding]:
     """Train (or resume) the LoRA, LoHa, LoKr and the textual inversion on the world."""
-    trained = [train_adapter(world, spec, _stage(recipe, workdir, spec.name, recipe.adapter_steps,
+    trained = [train_adapter(world, spec, recipe.stage(workdir, spec.name, recipe.adapter_steps,
                                                  recipe.adapter_lr, progress),
                              recipe.adapter_pool, recipe.adapter_batch) for spec in ADAPTERS]
-    emb = train_embedding(world, _stage(recipe, workdir, "ti", recipe.ti_steps, recipe.ti_lr,
+    emb = train_embedding(world, recipe.stage(workdir, "ti", recipe.ti_steps, recipe.ti_lr,
                                         progress), recipe.adapter_pool, recipe.adapter_batch)
     for t in trained:
         world.figures[t.spec.name] = summary(t.stage)
@@ -171,7 +124,7 @@ def train_adapters(world: World, recipe: Recipe, workdir: Path, progress: bool
 def export_all(world: World, trained: list[TrainedAdapter], emb: TrainedEmbedding, out: Path,
                workdir: Path, global_step: int) -> dict[str, Path]:
     """Write every form of the base and the adapters into `out`; manifest name -> path."""
-    pipe = make_pipeline(world.tokenizer, world.text_encoder, world.vae, world.unet)
+    pipe = make_pipeline(world.tokenizers[0], world.encoders[0], world.vae, world.unet)
     pipe.scheduler = make_scheduler("pndm")
     paths = export_base(pipe, world.raw_unet, out, workdir, global_step, TOKENIZER)
     for t in trained:

@@ -51,6 +51,31 @@ class Ema:
             self.shadow[k].mul_(d).add_(p.detach(), alpha=1 - d)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Lengths:
+    """Sizes and lengths both worlds' recipes share: the base UNet, the adapters, the TI."""
+
+    base_pool: int
+    base_steps: int
+    base_batch: int
+    base_lr: float
+    adapter_pool: int
+    adapter_steps: int
+    adapter_batch: int
+    adapter_lr: float
+    ti_steps: int
+    ti_lr: float
+    ckpt_every: int = 250
+    eval_steps: int = 20
+    seed: int = 1234
+
+    def stage(self, workdir: Path, name: str, steps: int, lr: float, progress: bool,
+              **kw) -> Stage:
+        """One training stage of this recipe (its seed and checkpoint interval)."""
+        return Stage(name=name, steps=steps, lr=lr, workdir=workdir, seed=self.seed,
+                     ckpt_every=self.ckpt_every, progress=progress, **kw)
+
+
 @dataclass
 class Stage:
     """One resumable training run: name, length, learning rate and where checkpoints go."""

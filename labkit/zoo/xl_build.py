@@ -33,19 +33,13 @@ from labkit.zoo.metrics import colour_accuracy, style_score
 from labkit.zoo.registry import write_manifest
 from labkit.zoo.sample import colour_prompts, generate, grid
 from labkit.zoo.tokenizer import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG
-from labkit.zoo.train import Stage, summary
-from labkit.zoo.xl_world import PAD_2, XLRecipe, XLWorld, make_xl_pipeline, train_base_xl
+from labkit.zoo.train import summary
+from labkit.zoo.xl_world import PAD_2, World, XLRecipe, make_xl_pipeline, train_base_xl
 
 XL_LORA = AdapterSpec("lora_xl", "lora", "striped", tuple(UNET_TRANSFORMER), tuple(TE_ATTENTION),
                       alpha=4)
 NAMES = {"folder": "demo_sdxl", "single": "demo_sdxl_single", "lora": "demo_lora_striped_xl",
          "ti": "demo_ti_checker_xl"}
-
-
-def _stage(recipe: XLRecipe, workdir: Path, name: str, steps: int, lr: float,
-           progress: bool) -> Stage:
-    return Stage(name=name, steps=steps, lr=lr, workdir=workdir, seed=recipe.seed,
-                 ckpt_every=recipe.ckpt_every, progress=progress)
 
 
 def _write_tokenizer(dst: Path, pad_token: str) -> None:
@@ -77,7 +71,7 @@ def save_xl_folder(pipe, dst: Path) -> Path:
     return dst
 
 
-def export_xl(world: XLWorld, lora: TrainedAdapter, emb: TrainedEmbedding, out: Path
+def export_xl(world: World, lora: TrainedAdapter, emb: TrainedEmbedding, out: Path
               ) -> dict[str, Path]:
     """Every file of the SDXL-style demo; manifest name -> path."""
     folder = save_xl_folder(make_xl_pipeline(world), out / "demo_sdxl")
@@ -163,10 +157,10 @@ def build_xl(out: Path, workdir: Path, recipe: XLRecipe, progress: bool = True,
     """Run the SDXL-style recipe (resuming where a previous run stopped), export every file into
     `out`, measure them and add them to out/zoo.json; returns the figures."""
     world = train_base_xl(recipe, workdir, progress)
-    lora = train_adapter(world, XL_LORA, _stage(recipe, workdir, XL_LORA.name,
+    lora = train_adapter(world, XL_LORA, recipe.stage(workdir, XL_LORA.name,
                                                 recipe.adapter_steps, recipe.adapter_lr,
                                                 progress), recipe.adapter_pool, recipe.adapter_batch)
-    emb = train_embedding(world, _stage(recipe, workdir, "ti_xl", recipe.ti_steps, recipe.ti_lr,
+    emb = train_embedding(world, recipe.stage(workdir, "ti_xl", recipe.ti_steps, recipe.ti_lr,
                                         progress), recipe.adapter_pool, recipe.adapter_batch)
     paths = export_xl(world, lora, emb, out)
     figures = measure_xl(paths, sample_png or workdir / "samples_xl.png", recipe.eval_steps)

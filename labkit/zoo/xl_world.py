@@ -3,7 +3,7 @@ as SDXL freezes both), and a UNet trained with SDXL's conditioning on the same d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,53 +12,29 @@ from labkit.zoo import TOKENIZER
 from labkit.zoo.dataset import mixed_samples
 from labkit.zoo.models import Configs, make_scheduler, make_text_encoder, make_vae
 from labkit.zoo.tokenizer import load_tokenizer
-from labkit.zoo.train import Stage, cached_pool, denoiser_loss, pool_rng, run_stage, summary
-from labkit.zoo.xl_conditioning import XLConditioner
+from labkit.zoo.train import (
+    Lengths,
+    cached_pool,
+    denoiser_loss,
+    pool_rng,
+    run_stage,
+    summary,
+)
+from labkit.zoo.world import World
 from labkit.zoo.xl_models import make_text_encoder_2, make_unet_xl
 
 BASE_STYLES = {"plain": 0.85, "checker": 0.15}  # as the SD1-style base: plain fills, checkerboards
 PAD_2 = "!"  # SDXL's second tokenizer pads with "!" (id 0), the first with the end token
 
 
-@dataclass(frozen=True)
-class XLRecipe:
-    """Sizes and lengths of the SDXL-style build; `sd1_folder` gives the shared VAE and first
-    encoder (None: fresh random ones, for the toy build)."""
+@dataclass(frozen=True, kw_only=True)
+class XLRecipe(Lengths):
+    """The SDXL-style build: its configs, and `sd1_folder`, which gives the shared VAE and first
+    encoder (None: fresh random ones, for the toy build); then the shared lengths."""
 
     configs: Configs  # text_encoder, vae, unet (the SDXL-style UNet)
     text_encoder_2: dict
     sd1_folder: Path | None
-    base_pool: int
-    base_steps: int
-    base_batch: int
-    base_lr: float
-    adapter_pool: int
-    adapter_steps: int
-    adapter_batch: int
-    adapter_lr: float
-    ti_steps: int
-    ti_lr: float
-    ckpt_every: int = 250
-    eval_steps: int = 20
-    seed: int = 1234
-
-
-@dataclass
-class XLWorld:
-    """The trained SDXL-style base; the UNet carries the EMA weights, `raw_unet` the trained ones."""
-
-    tokenizers: list
-    encoders: list
-    vae: object
-    unet: object
-    raw_unet: dict[str, torch.Tensor]
-    scheduler: object
-    figures: dict[str, dict] = field(default_factory=dict)
-
-    def conditioner(self, encoders: list | None = None, tokenizers: list | None = None,
-                    cache: bool = True) -> XLConditioner:
-        """The conditioning of this world's encoders (or of adapted copies of them)."""
-        return XLConditioner(tokenizers or self.tokenizers, encoders or self.encoders, cache)
 
 
 def shared_parts(recipe: XLRecipe) -> tuple[object, object]:
@@ -74,7 +50,7 @@ def shared_parts(recipe: XLRecipe) -> tuple[object, object]:
     return vae, te.eval().requires_grad_(False)
 
 
-def train_base_xl(recipe: XLRecipe, workdir: Path, progress: bool = True) -> XLWorld:
+def train_base_xl(recipe: XLRecipe, workdir: Path, progress: bool = True) -> World:
     """Train (or resume) the SDXL-style UNet on the shared VAE's latents of the demo images."""
     torch.manual_seed(recipe.seed)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -90,10 +66,9 @@ def train_base_xl(recipe: XLRecipe, workdir: Path, progress: bool = True) -> XLW
         vae.register_to_config(scaling_factor=round(float(1.0 / z.std()), 5))
     unet = make_unet_xl(recipe.configs.unet, recipe.seed)
     scheduler = make_scheduler("ddpm")
-    stage = Stage(name="unet", steps=recipe.base_steps, lr=recipe.base_lr, workdir=workdir,
-                  seed=recipe.seed, ckpt_every=recipe.ckpt_every, progress=progress,
-                  ema_decay=0.999)
-    world = XLWorld(tokenizers, [te1, te2], vae, unet, {}, scheduler)
+    stage = recipe.stage(workdir, "unet", recipe.base_steps, recipe.base_lr, progress,
+                         ema_decay=0.999)
+    world = World(tokenizers, [te1, te2], vae, unet, {}, scheduler)
     ema = run_stage(stage, dict(unet.named_parameters()),
                     denoiser_loss(unet, scheduler, pool, vae.config.scaling_factor,
                                   recipe.base_batch, world.conditioner()))
@@ -104,7 +79,7 @@ def train_base_xl(recipe: XLRecipe, workdir: Path, progress: bool = True) -> XLW
     return world
 
 
-def make_xl_pipeline(world: XLWorld, scheduler=None):
+def make_xl_pipeline(world: World, scheduler=None):
     """A StableDiffusionXLPipeline around the world's components (Euler unless given)."""
     from diffusers import StableDiffusionXLPipeline
 
