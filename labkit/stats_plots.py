@@ -25,6 +25,7 @@ OTHER_COLOUR = "#9e9e9e"
 PART_COLOURS = {"text encoder": "#fbc02d", "text encoder 2": "#7e57c2", "denoiser": "#1e88e5",
                 "VAE": "#43a047"}
 HIST_BINS = 100
+FAMILY_FIGURE_MIN_WIDTH = 6.5  # inches: the title and the legend's one row fit over two families
 LOG_FROM = 100  # a histogram's counts go on a log scale when its tallest bar is higher than this
 
 
@@ -158,7 +159,7 @@ def family_parameters_figure(parts: pd.DataFrame) -> Figure:
     scale, from labkit.families.family_parts; a part a family's file lacks has no bar."""
     shown = parts[parts["part"].isin(PART_COLOURS)]
     families = list(dict.fromkeys(parts["family"]))
-    fig, (ax,) = _figure(1.4 + 1.25 * len(families), 3.8)
+    fig, (ax,) = _figure(max(FAMILY_FIGURE_MIN_WIDTH, 1.4 + 1.25 * len(families)), 3.8)
     width = 0.8 / len(PART_COLOURS)
     for i, (part, colour) in enumerate(PART_COLOURS.items()):
         rows = shown[shown["part"] == part]
@@ -168,7 +169,9 @@ def family_parameters_figure(parts: pd.DataFrame) -> Figure:
         ax.bar_label(bars, [_millions(n) for n in rows["parameters"]], rotation=90,
                      padding=2, fontsize="x-small")
     ax.set_yscale("log")
-    ax.set_ylim(top=ax.get_ylim()[1] * 20)  # room for the labels over the tallest bar
+    counts = shown["parameters"][shown["parameters"] > 0]
+    if len(counts):  # from a decade under the smallest bar; room for the labels over the tallest
+        ax.set_ylim(10.0 ** (math.floor(math.log10(counts.min())) - 1), ax.get_ylim()[1] * 20)
     ax.set_xticks(range(len(families)), families)
     ax.set_ylabel("parameters (log scale)")
     ax.set_title("Parameters per part (no bar: not in the family's file)")

@@ -12,6 +12,7 @@ _PANELS = {
     "generate_panel": "labkit.panels.generate",
     "lora_panel": "labkit.panels.lora",
     "embeddings_panel": "labkit.panels.embeddings",
+    "families_panel": "labkit.panels.families",
 }
 
 
