@@ -182,10 +182,11 @@ def verdict(a: Model, b: Model) -> str:
     if pa.base == pb.base:
         return f"Both are {pb.base}: {subject} fits."
     found = differences(pa, pb)
-    subject = subject[0].upper() + subject[1:]
+    first = subject[0].upper() + subject[1:]  # (str.capitalize would lower "LoRA")
     if found:
-        return f"{subject} does not fit {pb.base}: {', '.join(found)}."
+        return f"{first} does not fit {pb.base}: {', '.join(found)}."
     if pa.context is None:  # an adapter whose keys hold no telling width
-        return f"{subject} was made for {pa.base} (told by {pa.told_by}), not for {pb.base}."
+        return (f"{first} was made for {pa.base} (told by {pa.told_by}), not for "
+                f"{pb.base}.")
     return (f"{pa.base} and {pb.base} share their widths: {subject} loads into {pb.base}, "
             "though it was trained for the other.")
