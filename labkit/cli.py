@@ -1,4 +1,4 @@
-"""`python -m labkit SUBCOMMAND PATH... [--json]`: inspect, hash, scan and catalog model files.
+"""`python -m labkit SUBCOMMAND PATH... [--json]`: inspect, hash, scan, convert and catalog models.
 
 Exit codes: 0 done and safe, 1 a file was judged unsafe, 2 bad input; the worst over all paths.
 A subcommand is one row of COMMANDS: its help, its extra arguments, and a function from one path
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from labkit import stats_cli
+from labkit import convert_cli, stats_cli
 from labkit.errors import LabkitError, UnsafeFileError
 
 OK, UNSAFE, BAD_INPUT = 0, 1, 2
@@ -178,6 +178,10 @@ COMMANDS: dict[str, Command] = {
                      stats_cli.stats_arguments, stats_cli.run_stats, stats_cli.show_stats),
     "compare": Command("each model against the last one, tensor by tensor across file forms",
                        stats_cli.compare_arguments, stats_cli.run_compare, stats_cli.show_compare),
+    "convert": Command("write a model in another form (pickle -> .safetensors, folder <-> single "
+                       "file, fp16, EMA strip); sources are only read",
+                       convert_cli.convert_arguments, convert_cli.run_convert,
+                       convert_cli.show_convert),
 }
 
 

@@ -41,7 +41,7 @@ from labkit.sampling import (
 # Making images lives in labkit.sampling; its public names are offered here too.
 __all__ = [
     "SCHEDULERS", "MemoryPlan", "cached_pipeline", "compare_schedulers", "components_table",
-    "decode_latents", "demo_config", "denoise_steps", "encode_image", "generate",
+    "config_for", "decode_latents", "demo_config", "denoise_steps", "encode_image", "generate",
     "latent_channels", "load_pipeline", "memory_plan", "model_bytes", "native_size", "place",
     "set_scheduler",
 ]
@@ -121,7 +121,10 @@ def demo_config(base: str) -> Path:
                       hint="Rebuild it with `python -m labkit.zoo build`, or pass config=.")
 
 
-def _config_for(model: Any, prediction: str | None) -> Path:
+def config_for(model: Any, prediction: str | None = None) -> Path:
+    """The config folder of an opened single-file checkpoint: the demo world's own folder for a
+    demo base, else the lab's shipped folder of its family and prediction type (guessed when
+    None). Raises IncompatibleModelError (no shipped config) or LabkitError (no demo folder)."""
     ident = model.identity
     if ident.base in DEMO_BASES:
         return demo_config(ident.base)
@@ -199,7 +202,7 @@ def _build(cls: type, model: Any, dtype: torch.dtype, config: Path | None,
     if model.format == "diffusers":
         return cls.from_pretrained(str(model.path), dtype=dtype, local_files_only=True,
                                    **extra)
-    folder = Path(config) if config is not None else _config_for(model, prediction)
+    folder = Path(config) if config is not None else config_for(model, prediction)
     # (a mapped file cannot be deleted on Windows: leave that to the system's temp cleanup)
     with tempfile.TemporaryDirectory(prefix="labkit-", ignore_cleanup_errors=True) as tmp:
         return cls.from_single_file(str(_safetensors_path(model, Path(tmp))), config=str(folder),
