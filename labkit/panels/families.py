@@ -42,9 +42,11 @@ def distinct(a: C.Model, b: C.Model) -> tuple[C.Model, C.Model]:
 
 
 def parts_html(model: C.Model) -> str:
-    """One model's parts (labkit.families.parts) under its label, blanks for widths not read."""
-    frame = parts(model.table).astype(object)
-    frame = frame.where(frame.notna(), "-").replace("", "-")
+    """One model's parts (labkit.families.parts) under its label, "-" for widths not read; the
+    key prefixes are in the comparison above."""
+    frame = parts(model.table).drop(columns="prefix")
+    frame["parameters"] = frame["parameters"].map(lambda n: f"{n / 1e6:,.2f}M")
+    frame = frame.astype(object).where(frame.notna(), "-").replace("", "-")
     return f"<b>{html.escape(model.label)}</b>{table_html(frame)}"
 
 
@@ -63,7 +65,8 @@ class FamiliesPanel:
         self.error = widgets.HTML()
         self.verdict = widgets.HTML(HINT)
         self.table = widgets.HTML()
-        self.parts = (widgets.HTML(), widgets.HTML())
+        self.parts = tuple(widgets.HTML(layout=widgets.Layout(width="50%", padding="0 12px 0 0"))
+                           for _ in "ab")
         self.figure = widgets.Image(format="png")
         self.out = widgets.Output()
         for part, name in ((self.verdict, "verdict"), (self.table, "table"),
@@ -72,8 +75,7 @@ class FamiliesPanel:
         self.widget = widgets.VBox([
             widgets.HTML("<h3>Compare two models</h3>"), self.a.widget, self.b.widget,
             self.compare, self.error, self.verdict, self.table,
-            widgets.HBox(self.parts, layout=widgets.Layout(flex_flow="row wrap",
-                                                           grid_gap="24px")),
+            widgets.HBox(self.parts),
             self.figure, self.out])
         for picker in (self.a, self.b):
             picker.path.continuous_update = False  # a typed path counts once typed (Enter)
@@ -96,7 +98,7 @@ class FamiliesPanel:
         self.verdict.value, self.table.value = HINT, ""
         for part in self.parts:
             part.value = ""
-        self.figure.value = b""
+        self.figure.value, self.figure.layout.display = b"", "none"  # no broken-image icon
         models = run_into(self.out, self.error, lambda: (chosen(self.a), chosen(self.b)))
         if models is None:
             self.verdict.value = ""
@@ -111,6 +113,7 @@ class FamiliesPanel:
         frame = family_parts({a.label: a.table, b.label: b.table})
         if frame["part"].isin(PART_COLOURS).any():  # an embedding has no part to draw
             self.figure.value = to_png(family_parameters_figure(frame))
+            self.figure.layout.display = ""
 
 
 def families_panel(a: str | None = "demo_sd1_single",

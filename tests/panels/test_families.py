@@ -43,8 +43,8 @@ def test_two_demo_checkpoints_side_by_side(panel, output_dir):
         assert text in panel.table.value
     left, right = (part.value for part in panel.parts)
     assert "text encoder 2" not in left and "text encoder 2" in right
-    assert "<b>demo_sd1_single</b>" in left and "first_stage_model." in left
-    assert bytes(panel.figure.value).startswith(PNG)
+    assert "<b>demo_sd1_single</b>" in left and "hidden width" in left and "1.11M" in left
+    assert bytes(panel.figure.value).startswith(PNG) and panel.figure.layout.display == ""
     (output_dir / "families_panel_figure.png").write_bytes(bytes(panel.figure.value))
 
 
@@ -85,6 +85,7 @@ def test_a_bad_path_gives_the_red_box_not_a_traceback(panel, tmp_path):
     assert "labkit-error" in panel.error.value
     assert "missing.safetensors: no such file or folder" in panel.error.value
     assert shown(panel).strip() == "" and panel.figure.value == b""
+    assert panel.figure.layout.display == "none"
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     panel.a.path.value = str(junk)
