@@ -137,7 +137,7 @@ def compare_table(models: Sequence[Model]) -> pd.DataFrame:
         cells = dict(zip(ROWS, values, strict=True))
         cells.update({f"keys: {p}": pr.prefixes.get(p) for p in prefix_rows})
         columns[model.label] = {k: MISSING if v in (None, "") else v for k, v in cells.items()}
-    return pd.DataFrame(columns).rename_axis("")
+    return pd.DataFrame(columns).rename_axis("what")
 
 
 def _lora_te_prefixes(n: int) -> str:

@@ -14,7 +14,6 @@ from labkit.stats_plots import PART_COLOURS, family_parameters_figure, to_png
 
 TABLE = "table:"  # dropdown values of the key tables, beside the demo files' names
 DEMO_KINDS = (*C.CHECKPOINT_KINDS, *C.ADAPTER_KINDS)
-HINT = "<i>Pick two models: a family's key table, a demo file, or type a path.</i>"
 
 
 def model_options() -> list[tuple[str, str]]:
@@ -56,14 +55,13 @@ class FamiliesPanel:
     def __init__(self, a: str | None = None, b: str | None = None):
         options = model_options()
         tables = set(layout_names())
-        self.models: tuple[C.Model, C.Model] | None = None
         self.a, self.b = (Picker(label, options, TABLE + v if v in tables else v, "model",
                                  placeholder="a model file or folder")
                           for label, v in (("Model A", a), ("Model B", b)))
         self.compare = widgets.Button(description="Compare", icon="columns",
                                       button_style="primary")
         self.error = widgets.HTML()
-        self.verdict = widgets.HTML(HINT)
+        self.verdict = widgets.HTML()
         self.table = widgets.HTML()
         self.parts = tuple(widgets.HTML(layout=widgets.Layout(width="50%", padding="0 12px 0 0"))
                            for _ in "ab")
@@ -94,20 +92,16 @@ class FamiliesPanel:
 
     def show(self) -> None:
         """Open both models and show them side by side; an error goes to the red box."""
-        self.models = None
-        self.verdict.value, self.table.value = HINT, ""
-        for part in self.parts:
+        for part in (self.verdict, self.table, *self.parts):
             part.value = ""
         self.figure.value, self.figure.layout.display = b"", "none"  # no broken-image icon
         models = run_into(self.out, self.error, lambda: (chosen(self.a), chosen(self.b)))
         if models is None:
-            self.verdict.value = ""
             return
-        self.models = a, b = distinct(*models)
+        a, b = distinct(*models)
         words = C.verdict(a, b)
         self.verdict.value = f"<b>{html.escape(words)}</b>" if words else ""
-        self.table.value = table_html(C.compare_table([a, b]).reset_index()
-                                      .rename(columns={"": "what"}))
+        self.table.value = table_html(C.compare_table([a, b]).reset_index())
         for part, model in zip(self.parts, (a, b), strict=True):
             part.value = parts_html(model)
         frame = family_parts({a.label: a.table, b.label: b.table})
