@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -187,3 +188,20 @@ def test_sample_grid_png_is_written(output_dir):
     img = grid([generate(pipe, prompts[:12], seeds[:12]), generate(pipe, prompts[12:], seeds[12:])])
     Image.fromarray(img).save(output_dir / "demo_sdxl_samples.png")
     assert img.shape[0] > 100 and np.ptp(img) > 100
+
+
+def test_build_without_the_sd1_demo_says_to_build_it_first(tmp_path, capsys):
+    from labkit.zoo.__main__ import main
+
+    (tmp_path / "sd1" / "vae").mkdir(parents=True)
+    (tmp_path / "sd1" / "vae" / "config.json").write_text("{}")
+    with pytest.MonkeyPatch.context() as mp:
+        import labkit.zoo.xl_recipe as xr
+
+        mp.setattr(xr, "FULL_XL", replace(xr.FULL_XL, sd1_folder=tmp_path / "sd1"))
+        code = main(["build", "--sdxl", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "reuses the SD1-style demo's text_encoder," in err
+    assert "python -m labkit.zoo build" in err
+    assert not (tmp_path / "out").exists()

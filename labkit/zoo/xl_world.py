@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from labkit.errors import LabkitError
 from labkit.zoo import TOKENIZER
 from labkit.zoo.dataset import mixed_samples
 from labkit.zoo.models import Configs, make_scheduler, make_text_encoder, make_vae
@@ -24,6 +25,7 @@ from labkit.zoo.world import World
 from labkit.zoo.xl_models import make_text_encoder_2, make_unet_xl
 
 BASE_STYLES = {"plain": 0.85, "checker": 0.15}  # as the SD1-style base: plain fills, checkerboards
+SHARED_PARTS = ("vae", "text_encoder")  # taken from the SD1-style demo
 PAD_2 = "!"  # SDXL's second tokenizer pads with "!" (id 0), the first with the end token
 
 
@@ -38,10 +40,16 @@ class XLRecipe(Lengths):
 
 
 def shared_parts(recipe: XLRecipe) -> tuple[object, object]:
-    """The VAE and first text encoder: the SD1-style demo's trained files, or fresh toy ones."""
+    """The VAE and first text encoder: the SD1-style demo's trained files, or fresh toy ones.
+    Raises LabkitError when the SD1-style demo folder lacks them."""
     if recipe.sd1_folder is None:
         return (make_vae(recipe.configs.vae, recipe.seed),
                 make_text_encoder(recipe.configs.text_encoder, recipe.seed))
+    missing = [part for part in SHARED_PARTS if not (recipe.sd1_folder / part / "config.json").is_file()]
+    if missing:
+        raise LabkitError(f"the SDXL-style build reuses the SD1-style demo's {' and '.join(missing)}, "
+                          "and this folder has no such part.", recipe.sd1_folder,
+                          "Build the SD1-style demo first: `python -m labkit.zoo build`.")
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
