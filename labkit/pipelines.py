@@ -9,6 +9,7 @@ are read by labkit.safety only and handed to diffusers as a temporary .safetenso
 from __future__ import annotations
 
 import inspect
+import logging
 import shutil
 import tempfile
 from collections import OrderedDict
@@ -37,6 +38,18 @@ from labkit.sampling import (
     native_size,
     set_scheduler,
 )
+
+
+class _TorchvisionNotice(logging.Filter):
+    """transformers 5 announces, at the first pipeline load, that image processors fall back to
+    PIL without torchvision. The lab runs no image processor (no safety checker), so the notice
+    only tells learners to install a package they do not need."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionNotice())
 
 # Making images lives in labkit.sampling; its public names are offered here too.
 __all__ = [

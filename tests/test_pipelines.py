@@ -267,3 +267,15 @@ def test_the_demo_sdxl_loads_from_its_folder_and_its_single_file_and_draws():
     assert images["demo_sdxl"].shape == (64, 64, 3) and images["demo_sdxl"].std() > 1.0
     # both are fp16 copies of the same weights: the single file takes the folder's config
     assert np.abs(images["demo_sdxl_single"] - images["demo_sdxl"]).mean() < 1.0
+
+
+def test_the_torchvision_notice_is_filtered_and_other_transformers_warnings_are_not(caplog):
+    import logging
+
+    import labkit.pipelines  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("transformers.utils.import_utils")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back")
+        logger.warning("something else worth seeing")
+    assert [r.getMessage() for r in caplog.records] == ["something else worth seeing"]
