@@ -136,16 +136,19 @@ def test_committed_unet_has_sdxl_conditioning(pipe):
     assert pipe.tokenizer_2.pad_token == "!"
 
 
-def test_committed_lora_draws_stripes(pipe):
+def test_committed_lora_draws_stripes_growing_with_strength(pipe):
     from labkit.zoo.metrics import style_score
     from labkit.zoo.sample import colour_prompts, generate
     from labkit.zoo.xl_build import lab_lora_applied
 
     prompts, _, seeds = colour_prompts(1, "striped")
     without = style_score(generate(pipe, prompts[:8], seeds[:8]), "striped")
-    with lab_lora_applied(pipe, path("demo_lora_striped_xl")) as lp:
-        with_lora = style_score(generate(lp, prompts[:8], seeds[:8]), "striped")
-    assert with_lora > 2 * without
+    energy = []
+    for strength in (0.5, 1.0):
+        with lab_lora_applied(pipe, path("demo_lora_striped_xl"), strength) as lp:
+            energy.append(style_score(generate(lp, prompts[:8], seeds[:8]), "striped"))
+    assert without < energy[0] < energy[1]
+    assert energy[1] > 2 * without
 
 
 def test_committed_ti_has_both_vectors_and_draws_checkerboards(pipe):

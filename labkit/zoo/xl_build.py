@@ -26,7 +26,7 @@ from labkit.zoo.adapters import (
     train_embedding,
 )
 from labkit.zoo.card import xl_model_card
-from labkit.zoo.evaluate import base_quality
+from labkit.zoo.evaluate import STRENGTHS, base_quality
 from labkit.zoo.export import _fresh_folder
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
@@ -36,8 +36,9 @@ from labkit.zoo.tokenizer import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG
 from labkit.zoo.train import summary
 from labkit.zoo.xl_world import PAD_2, World, XLRecipe, make_xl_pipeline, train_base_xl
 
+# Dose-aware, as the SD1-style LoRA: each step trains at one strength on stripes of that contrast.
 XL_LORA = AdapterSpec("lora_xl", "lora", "striped", tuple(UNET_TRANSFORMER), tuple(TE_ATTENTION),
-                      alpha=4)
+                      alpha=4, doses=STRENGTHS[1:])
 NAMES = {"folder": "demo_sdxl", "single": "demo_sdxl_single", "lora": "demo_lora_striped_xl",
          "ti": "demo_ti_checker_xl"}
 
@@ -136,13 +137,18 @@ def measure_xl(paths: dict[str, Path], png: Path, steps: int = 20) -> dict:
     ti = [f"{p}, {TI_TOKEN}" for p in prompts]
     plain_images = generate(pipe, prompts, seeds, steps)
     lora_off = generate(pipe, striped, seeds, steps)
-    with lab_lora_applied(pipe, paths[NAMES["lora"]]) as lp:
-        lora_on = generate(lp, striped, seeds, steps)
+    curve = []
+    for strength in STRENGTHS:
+        with lab_lora_applied(pipe, paths[NAMES["lora"]], strength) as lp:
+            curve.append(generate(lp, striped, seeds, steps))
+    lora_on = curve[-1]
     with sdxl_embedding_loaded(pipe, paths[NAMES["ti"]], TI_TOKEN) as tp:
         ti_on = generate(tp, ti, seeds, steps)
     figures["lora_effect"] = {"without": style_score(lora_off, "striped"),
                               "with": style_score(lora_on, "striped"),
-                              "colour_accuracy_with": colour_accuracy(lora_on, colours)}
+                              "colour_accuracy_with": colour_accuracy(lora_on, colours),
+                              "strengths": list(STRENGTHS),
+                              "energy": [style_score(images, "striped") for images in curve]}
     figures["ti_effect"] = {"without_token": style_score(plain_images, "checker"),
                             "with_token": style_score(ti_on, "checker")}
     rows = [plain_images[:12], plain_images[12:], lora_off[:6] + lora_on[:6],
