@@ -272,6 +272,49 @@ def test_the_demo_sdxl_lora_applies_to_both_encoders_and_comes_off_exactly(demo_
     assert np.array_equal(image(demo_xl, prompt, side=64), before)
 
 
+def test_the_demo_sdxl_lora_encodes_as_its_weights_merged_by_hand(demo_xl):
+    """kohya's lora_te1_/lora_te2_ names land on the right layers: the prompt encodes as with
+    W + alpha/rank * up @ down written into copies of both encoders."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from labkit import zoo
+
+    file = zoo.path("demo_lora_striped_xl")
+    tensors = load_file(str(file))
+    merged = {name: copy.deepcopy(getattr(demo_xl, name)) for name in ("text_encoder", "text_encoder_2")}
+    for prefix, name in (("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2")):
+        modules = {("text_model." + n if not n.startswith("text_model.") else n).replace(".", "_"): m
+                   for n, m in merged[name].named_modules()}
+        downs = [k for k in tensors if k.startswith(prefix) and k.endswith(".lora_down.weight")]
+        assert downs
+        for key in downs:
+            stem = key[: -len(".lora_down.weight")]
+            down, up = tensors[key], tensors[stem + ".lora_up.weight"]
+            with torch.no_grad():
+                modules[stem[len(prefix):]].weight += float(tensors[stem + ".alpha"]) / down.shape[0] * up @ down
+
+    def encode(pipe):
+        with torch.no_grad():
+            embeds, _, pooled, _ = pipe.encode_prompt(["a blue star, striped"], device="cpu",
+                                                      do_classifier_free_guidance=False)
+        return embeds, pooled
+
+    base = encode(demo_xl)
+    handle = lora.apply(demo_xl, file, 1.0)
+    try:
+        applied = encode(demo_xl)
+    finally:
+        lora.remove(demo_xl, handle)
+    by_hand = copy.copy(demo_xl)
+    by_hand.text_encoder, by_hand.text_encoder_2 = merged["text_encoder"], merged["text_encoder_2"]
+    expected = encode(by_hand)
+    for got, want, was in zip(applied, expected, base, strict=True):
+        assert (want - was).abs().max() > 1e-2  # the merge changes the encoding
+        assert torch.allclose(got, want, atol=1e-5)
+
+
 @pytest.mark.parametrize("name,into,said", [
     ("demo_lora_striped", "xl", "this LoRA is for demo_sd1 (SD1-style: one text encoder, 32 wide; "
      "UNet context 32; keys lora_te_"),
