@@ -40,21 +40,29 @@ def test_stats_panel_filters_sorts_draws_and_compares(lab_url, chromium, output_
     rows = panel.locator(".labkit-stats-rows")
     assert "attn2" in rows.inner_text()
 
-    first_row = rows.locator("tbody tr").first.inner_text()
+    # The rows, caption and image are re-rendered as new elements: wait on locators or on a
+    # fresh query, never on an element handle taken before the change (it goes stale). Each
+    # change re-sorts the rows and resets the tensor dropdown, so wait for each one to land.
+    top_row = rows.locator("tbody tr").first
+    first_row = top_row.inner_text()
     panel.locator(".widget-dropdown", has_text="Sort by").locator("select").select_option("abs_max")
+    expect(top_row).not_to_have_text(first_row, timeout=30_000)
+    ascending_row = top_row.inner_text()
     panel.locator(".widget-toggle-button", has_text="descending").click()
-    page.wait_for_function("([el, before]) => el.querySelector('tbody tr').innerText !== before",
-                           arg=[rows.element_handle(), first_row], timeout=30_000)
+    expect(top_row).not_to_have_text(ascending_row, timeout=30_000)
 
     image = panel.locator(".labkit-stats-histogram")
     caption = panel.locator(".labkit-stats-histogram-of")
     tensor_select = panel.locator(".widget-dropdown", has_text="Tensor").locator("select")
+    top_name = top_row.locator("td").first.inner_text().strip()
+    expect(tensor_select.locator("option").first).to_have_attribute("value", top_name,
+                                                                    timeout=30_000)
     second = tensor_select.locator("option").nth(1).get_attribute("value")
     tensor_select.select_option(second)
-    page.wait_for_function("([el, name]) => el.textContent.endsWith(name)",
-                           arg=[caption.element_handle(), second], timeout=60_000)
-    page.wait_for_function("el => el.naturalWidth > 100", arg=image.element_handle(),
-                           timeout=30_000)
+    expect(caption).to_have_text(re.compile(re.escape(second) + r"\s*$"), timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.labkit-stats-histogram')]"
+                           ".some(el => el.naturalWidth > 100)", timeout=30_000)
+    assert image.count() >= 1
 
     panel.locator(".lm-TabBar-tab", has_text="Compare").click()
     counts = panel.locator(".labkit-stats-compare-count")
