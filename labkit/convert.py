@@ -21,6 +21,7 @@ from labkit import layouts
 from labkit.diffusers_folder import read_json
 from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError
 from labkit.files import ModelFile, open_model
+from labkit.quiet import quiet_libraries
 from labkit.tensors import DTYPES
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -311,13 +312,14 @@ def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike,
         if model.format != "safetensors" or src.suffix != ".safetensors":
             weights = _rewrite(src, Path(work) / "model.safetensors", dtype=None, ema=None,
                                overwrite=False)
-        try:
-            pipe = getattr(diffusers, class_name).from_single_file(
-                str(weights), config=str(config), local_files_only=True,
-                torch_dtype=_float_dtype(model))
-        except Exception as e:  # diffusers raises many types for a file that does not fit
-            raise IncompatibleModelError(
-                f"could not be loaded as a {class_name} with the configs in {config} ({e}).", src,
-                "Check that the file is a full checkpoint of that family.") from e
-        pipe.save_pretrained(tmp)
+        with quiet_libraries():
+            try:
+                pipe = getattr(diffusers, class_name).from_single_file(
+                    str(weights), config=str(config), local_files_only=True,
+                    torch_dtype=_float_dtype(model))
+            except Exception as e:  # diffusers raises many types for a file that does not fit
+                raise IncompatibleModelError(
+                    f"could not be loaded as a {class_name} with the configs in {config} ({e}).",
+                    src, "Check that the file is a full checkpoint of that family.") from e
+            pipe.save_pretrained(tmp)
     return dst

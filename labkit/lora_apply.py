@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -27,6 +26,7 @@ from labkit import lora_math as M
 from labkit.errors import IncompatibleModelError, LabkitError
 from labkit.family_fit import check_family, pipeline_family
 from labkit.lora_read import Adapter, delta_shape, fits, open_adapter
+from labkit.quiet import quiet_libraries
 
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full-diff adapter",
               "dora": "DoRA"}
@@ -213,24 +213,10 @@ def _load_peft(pipe: Any, adapter: Adapter, name: str) -> None:
             type(pipe).load_lora_into_unet(part, None, pipe.unet, adapter_name=name,
                                            metadata=metadata, _pipeline=pipe)
         else:  # transformers' own loader: diffusers' guesses the key style and can miss
-            with _no_transformers_bars():
+            with quiet_libraries():
                 getattr(pipe, component).load_adapter(
                     adapter_name=name, peft_config=LoraConfig(**config),
                     adapter_state_dict={k[len(component) + 1:]: v for k, v in part.items()})
-
-
-@contextmanager
-def _no_transformers_bars() -> Iterator[None]:
-    """transformers' "Loading weights" bar off for a few tensors (it clutters notebooks)."""
-    from transformers.utils import logging
-
-    was_on = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            logging.enable_progress_bar()
 
 
 def _peft_patches(pipe: Any, adapter: Adapter, name: str) -> list[Patch]:

@@ -80,6 +80,7 @@ def test_each_route_writes_its_form_and_leaves_the_source_alone(capsys, tmp_path
     before = tree_hash(src)
     code, stdout, err = run(capsys, src, "--out", out, *options, "--json")
     assert code == 0, err
+    assert err == ""  # no library progress bars or warnings on the command's stderr
     (record,) = [json.loads(line) for line in stdout.splitlines()]
     assert list(record) == RECORD_KEYS
     assert record["path"] == str(src) and record["output"] == str(out)
