@@ -22,6 +22,16 @@ POINT_COLOUR = "#1e88e5"
 MAX_ANNOTATED = 12  # heatmaps larger than this show colours only
 
 
+def drawable(text: object) -> str:
+    """A label the figure's font can draw: characters it has no glyph for (CJK tokens of the CLIP
+    vocabulary, say) are written as \\uXXXX instead of empty boxes."""
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    font = get_font(findfont(FontProperties()))
+    return "".join(ch if ch.isspace() or font.get_char_index(ord(ch)) else f"\\u{ord(ch):04x}"
+                   for ch in str(text))
+
+
 def _figure(width: float, height: float) -> tuple[Figure, object]:
     from matplotlib.figure import Figure
 
@@ -43,7 +53,7 @@ def norm_histogram(norms: torch.Tensor | np.ndarray,
         colour = MARK_COLOURS[i % len(MARK_COLOURS)]
         for j, v in enumerate(np.atleast_1d(np.asarray(value, dtype=float))):
             ax.axvline(v, color=colour, linewidth=2,
-                       label=f"{label} {v:.3g}" if j == 0 else None)
+                       label=f"{drawable(label)} {v:.3g}" if j == 0 else None)
     ax.set_xlabel("vector length (L2 norm)")
     ax.set_ylabel("tokens")
     ax.set_title(title)
@@ -57,8 +67,9 @@ def similarity_heatmap(matrix: pd.DataFrame, title: str = "Cosine similarity") -
     side = min(2.5 + 0.5 * n, 12)
     fig, ax = _figure(side + 1, side)
     image = ax.imshow(matrix.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(n), [str(c) for c in matrix.columns], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), [str(r) for r in matrix.index], fontsize=8)
+    ax.set_xticks(range(n), [drawable(c) for c in matrix.columns], rotation=45, ha="right",
+                  fontsize=8)
+    ax.set_yticks(range(n), [drawable(r) for r in matrix.index], fontsize=8)
     if n <= MAX_ANNOTATED:
         for (r, c), v in np.ndenumerate(matrix.to_numpy(dtype=float)):
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
@@ -76,7 +87,7 @@ def map_figure(frame: pd.DataFrame, highlight: Sequence[str] = (),
     for sel, colour, size in ((~marked, POINT_COLOUR, 25), (marked, HIGHLIGHT_COLOUR, 70)):
         ax.scatter(frame["x"][sel], frame["y"][sel], s=size, color=colour)
     for _, row in frame.iterrows():
-        ax.annotate(str(row["label"]), (row["x"], row["y"]), textcoords="offset points",
+        ax.annotate(drawable(row["label"]), (row["x"], row["y"]), textcoords="offset points",
                     xytext=(4, 3), fontsize=8,
                     color=HIGHLIGHT_COLOUR if row["label"] in highlight else "black")
     explained = frame.attrs.get("explained")

@@ -49,3 +49,11 @@ def test_map_highlights_and_labels(output_dir):
     red = [t for t in ax.texts if t.get_color() == P.HIGHLIGHT_COLOUR]
     assert [t.get_text() for t in red] == ["<checker>"]
     (output_dir / "embeddings_map.png").write_bytes(to_png(fig))
+
+
+def test_labels_without_a_glyph_are_written_as_code_points():
+    from labkit.embedding_plots import drawable
+
+    assert drawable("striped</w>") == "striped</w>"
+    assert drawable("café") == "café"
+    assert drawable("a》b") == "a\\u300bb"
