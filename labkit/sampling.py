@@ -141,21 +141,38 @@ def _second_prompt(pipe: diffusers.DiffusionPipeline, prompt_2: str) -> dict[str
     return {"prompt_2": prompt_2}
 
 
+def _micro_conditions(pipe: diffusers.DiffusionPipeline, original_size: tuple[int, int] | None,
+                      crop: tuple[int, int] | None) -> dict[str, tuple[int, int]]:
+    """SDXL's size/crop arguments, or {} when none is given. Raises LabkitError for a pipeline
+    whose UNet takes no micro-conditioning."""
+    given = {"original_size": original_size, "crops_coords_top_left": crop}
+    given = {k: tuple(int(v) for v in value) for k, value in given.items() if value is not None}
+    if given and getattr(pipe.unet.config, "addition_embed_type", None) != "text_time":
+        raise LabkitError("an original size or crop was given, but this model takes no size/crop "
+                          "conditioning.", hint="They are SDXL's micro-conditioning; leave them "
+                                                "out for SD1/SD2-style models.")
+    return given
+
+
 def generate(pipe: diffusers.DiffusionPipeline, prompt: str, negative_prompt: str = "",
              seed: int = 0, steps: int = 20, guidance: float = 7.5, size: Size = None,
              scheduler: str = "euler", n_images: int = 1, preview_every: int = 0,
              on_preview: Callable[[int, Image.Image], None] | None = None,
              on_step: Callable[[int, int], None] | None = None,
-             progress: bool = True, prompt_2: str = "") -> list[Image.Image]:
+             progress: bool = True, prompt_2: str = "",
+             original_size: tuple[int, int] | None = None,
+             crop: tuple[int, int] | None = None) -> list[Image.Image]:
     """Images for a prompt, the same for the same seed on the same device.
 
     size: None (the model's native size), a side, or (height, width). Every `preview_every`
     steps the current latents are decoded and passed, small, to on_preview(step, image);
     on_step(step, total) is called after every step. `prompt_2` goes to an SDXL-style
-    pipeline's second text encoder (empty: the same prompt for both). Raises LabkitError
-    (unknown scheduler, out of memory, a prompt_2 for a pipeline with one text encoder).
+    pipeline's second text encoder (empty: the same prompt for both); `original_size` and
+    `crop` (top-left, y x) are its size/crop micro-conditioning (None: the image size,
+    uncropped). Raises LabkitError (unknown scheduler, out of memory, a prompt_2 or a size/crop
+    for a pipeline that takes none).
     """
-    second = _second_prompt(pipe, prompt_2)
+    second = {**_second_prompt(pipe, prompt_2), **_micro_conditions(pipe, original_size, crop)}
     set_scheduler(pipe, scheduler)
     height, width = _hw(pipe, size)
     generator = torch.Generator(device=_device(pipe)).manual_seed(int(seed))

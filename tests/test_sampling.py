@@ -126,3 +126,18 @@ def test_components_table_counts_parameters(pipe):
     assert table.loc["unet", "dtype"] == "float32" and table.loc["unet", "device"] == "cpu"
     assert table.loc["tokenizer", "parameters"] == 0
     assert {"vae", "text_encoder", "scheduler"} <= set(table.index)
+
+
+def test_size_and_crop_reach_an_sdxl_unet_and_are_refused_for_sd1(pipe, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    xl = StableDiffusionXLPipeline.from_pretrained(save_tiny(tmp_path / "xl", "sdxl"),
+                                                   local_files_only=True)
+    plain = _pixels(sampling.generate(xl, "a red circle", seed=3, **FAST)[0])
+    same = _pixels(sampling.generate(xl, "a red circle", seed=3, crop=(0, 0), **FAST)[0])
+    cropped = _pixels(sampling.generate(xl, "a red circle", seed=3, original_size=(80, 80),
+                                        crop=(16, 16), **FAST)[0])
+    assert np.array_equal(plain, same)  # uncropped is the pipeline's own default
+    assert np.abs(cropped - plain).max() > 0
+    with pytest.raises(LabkitError, match="takes no size/crop conditioning"):
+        sampling.generate(pipe, "a red circle", crop=(16, 16), **FAST)
