@@ -10,6 +10,7 @@ import torch
 
 from labkit.errors import LabkitError
 from labkit.zoo import TOKENIZER
+from labkit.zoo.build import BASE_STYLES  # the same images as the SD1-style base
 from labkit.zoo.dataset import mixed_samples
 from labkit.zoo.models import Configs, make_scheduler, make_text_encoder, make_vae
 from labkit.zoo.tokenizer import load_tokenizer
@@ -24,7 +25,6 @@ from labkit.zoo.train import (
 from labkit.zoo.world import World
 from labkit.zoo.xl_models import make_text_encoder_2, make_unet_xl
 
-BASE_STYLES = {"plain": 0.85, "checker": 0.15}  # as the SD1-style base: plain fills, checkerboards
 SHARED_PARTS = ("vae", "text_encoder")  # taken from the SD1-style demo
 PAD_2 = "!"  # SDXL's second tokenizer pads with "!" (id 0), the first with the end token
 
