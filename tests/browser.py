@@ -104,3 +104,15 @@ def open_notebook_and_run(browser, lab_url: str, notebook: str):
         kernel_dialog.locator("button", has_text="Select").click(timeout=10_000)
     run_all_cells(page)
     return page
+
+
+def open_panel(browser, lab_url: str, notebook: str, last_output: str, title: str,
+               timeout: int = 120_000):
+    """Run `notebook` and return (page, panel): the panel is the widget box under the `title`
+    heading, looked up once `last_output` (the exercise check's text in the last cell) has shown,
+    when the kernel is free to answer the panel's clicks."""
+    page = open_notebook_and_run(browser, lab_url, notebook)
+    page.get_by_text(last_output).wait_for(state="attached", timeout=300_000)
+    panel = page.locator(".widget-vbox", has=page.locator("h3", has_text=title)).last
+    panel.wait_for(state="visible", timeout=timeout)
+    return page, panel

@@ -6,19 +6,14 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import open_notebook_and_run
+from tests.browser import open_panel
 
 NOTEBOOK = "07_model_families.ipynb"
 
 
 @pytest.mark.browser
 def test_families_panel_compares_what_is_picked(lab_url, chromium, output_dir):
-    page = open_notebook_and_run(chromium, lab_url, NOTEBOOK)
-    # the exercise's check is the last cell: once it printed, the kernel is free for the panel
-    page.get_by_text("Not answered yet").wait_for(state="attached", timeout=300_000)
-    panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Compare two models"))
-    panel.last.wait_for(state="visible", timeout=120_000)
-    panel = panel.last
+    page, panel = open_panel(chromium, lab_url, NOTEBOOK, "Not answered yet", "Compare two models")
     panel.scroll_into_view_if_needed()
     verdict = panel.locator(".labkit-families-verdict")
     expect(verdict).to_have_text("A demo_sd1 LoRA does not fit demo_sdxl: context 32 vs 80, "

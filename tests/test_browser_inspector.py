@@ -7,19 +7,15 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import open_notebook_and_run
+from tests.browser import open_panel
 
 NOTEBOOK = "02_what_is_this_file.ipynb"
 
 
 @pytest.mark.browser
 def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output_dir):
-    page = open_notebook_and_run(chromium, lab_url, NOTEBOOK)
-    # the exercise's check is the last cell: once it printed, the kernel is free to answer clicks
-    page.get_by_text("Right: the LoKr").wait_for(state="attached", timeout=300_000)
-    panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Model file inspector"))
-    panel.last.wait_for(state="visible", timeout=180_000)
-    panel = panel.last
+    page, panel = open_panel(chromium, lab_url, NOTEBOOK, "Right: the LoKr", "Model file inspector",
+                             timeout=180_000)
     panel.locator(".labkit-summary").wait_for(state="visible", timeout=60_000)
     assert "lora" in panel.locator(".labkit-summary").inner_text()
 

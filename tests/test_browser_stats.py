@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import open_notebook_and_run
+from tests.browser import open_panel
 
 NOTEBOOK = "06_tensor_statistics.ipynb"
 
@@ -18,12 +18,7 @@ def number(text: str) -> list[int]:
 
 @pytest.mark.browser
 def test_stats_panel_filters_sorts_draws_and_compares(lab_url, chromium, output_dir):
-    page = open_notebook_and_run(chromium, lab_url, NOTEBOOK)
-    # the exercise's check is the last cell: once it printed, the kernel is free for the panel
-    page.get_by_text("Not answered yet").wait_for(state="attached", timeout=300_000)
-    panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Tensor statistics"))
-    panel.last.wait_for(state="visible", timeout=120_000)
-    panel = panel.last
+    page, panel = open_panel(chromium, lab_url, NOTEBOOK, "Not answered yet", "Tensor statistics")
     panel.scroll_into_view_if_needed()
 
     count = panel.locator("i", has_text=re.compile(r"\d+ of \d+ tensors"))
