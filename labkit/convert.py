@@ -104,8 +104,9 @@ def _atomic_file(dst: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def _atomic_folder(dst: Path) -> Iterator[Path]:
-    """A temporary folder beside dst, renamed onto dst (replacing it) when the block ends."""
+def atomic_folder(dst: Path) -> Iterator[Path]:
+    """A temporary folder beside dst, renamed onto dst (replacing it) when the block ends without
+    error; removed otherwise. Raises LabkitError when the disk refuses the write."""
     tmp, old = _tmp_name(dst), _tmp_name(dst)
     try:
         with _write_errors(dst):
@@ -305,7 +306,7 @@ def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike,
     if class_name not in PIPELINES:
         raise IncompatibleModelError(f"names pipeline {class_name!r}; supported: {PIPELINES}.",
                                      config / "model_index.json")
-    with _atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent,
+    with atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent,
                                                                  prefix=".labkit-") as work:
         weights, model = src, _open_single(src)
         # diffusers would torch.load anything not named .safetensors: give it safetensors only.

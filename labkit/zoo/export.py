@@ -25,28 +25,10 @@ LIGHTNING_VERSION = "1.4.2"
 ARCHITECTURE = "labkit-demo-sd1"
 
 
-@contextmanager
-def _fresh_folder(dst: Path) -> Iterator[Path]:
-    """A temporary folder beside dst, swapped in for dst when the block ends without error."""
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dst.with_name(f".{dst.name}.old")
-    if dst.exists():
-        dst.rename(old)
-    tmp.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_folder(pipe, dst: Path, tokenizer_files: Path) -> Path:
     """Save a pipeline as a diffusers folder: fp32 files, an fp16 variant beside them, the text
     encoder sharded with its index json, the tokenizer as vocab.json + merges.txt as SD1.5's."""
-    with _fresh_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=dst.parent) as half_dir:
+    with convert.atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=dst.parent) as half_dir:
         pipe.save_pretrained(tmp, safe_serialization=True)
         for name in HALF_COMPONENTS:
             half = copy.deepcopy(getattr(pipe, name)).to(torch.float16)

@@ -27,7 +27,6 @@ from labkit.zoo.adapters import (
 )
 from labkit.zoo.card import xl_model_card
 from labkit.zoo.evaluate import STRENGTHS, base_quality
-from labkit.zoo.export import _fresh_folder
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
 from labkit.zoo.registry import write_manifest
@@ -59,7 +58,7 @@ def save_xl_folder(pipe, dst: Path) -> Path:
     """The pipeline as a diffusers folder saved in fp16 (as many SDXL repos are), the tokenizers as
     vocab.json + merges.txt, the second padding with "!"."""
     half = {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "text_encoder_2")}
-    with _fresh_folder(dst) as tmp:
+    with convert.atomic_folder(dst) as tmp:
         for module in half.values():
             module.to(torch.float16)
         try:
