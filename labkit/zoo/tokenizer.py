@@ -70,8 +70,15 @@ def write_tokenizer_folder(bpe_gz: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS_MAP, indent=2) + "\n")
+    write_configs(out)
+
+
+def write_configs(out: Path, pad_token: str = TOKENIZER_CONFIG["pad_token"]) -> None:
+    """tokenizer_config.json and special_tokens_map.json into `out`, padding with `pad_token`
+    (SDXL's second tokenizer: "!")."""
+    for name, config in (("tokenizer_config.json", TOKENIZER_CONFIG),
+                         ("special_tokens_map.json", SPECIAL_TOKENS_MAP)):
+        (out / name).write_text(json.dumps({**config, "pad_token": pad_token}, indent=2) + "\n")
 
 
 def load_tokenizer(folder: Path, pad_token: str = "<|endoftext|>"):

@@ -31,7 +31,7 @@ from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
 from labkit.zoo.registry import write_manifest
 from labkit.zoo.sample import colour_prompts, generate, grid
-from labkit.zoo.tokenizer import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG
+from labkit.zoo.tokenizer import SPECIAL_TOKENS_MAP, write_configs
 from labkit.zoo.train import summary
 from labkit.zoo.xl_world import PAD_2, World, XLRecipe, make_xl_pipeline, train_base_xl
 
@@ -48,10 +48,7 @@ def _write_tokenizer(dst: Path, pad_token: str) -> None:
     dst.mkdir(parents=True)
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(TOKENIZER / name, dst / name)
-    (dst / "tokenizer_config.json").write_text(
-        json.dumps({**TOKENIZER_CONFIG, "pad_token": pad_token}, indent=2) + "\n")
-    (dst / "special_tokens_map.json").write_text(
-        json.dumps({**SPECIAL_TOKENS_MAP, "pad_token": pad_token}, indent=2) + "\n")
+    write_configs(dst, pad_token)
 
 
 def save_xl_folder(pipe, dst: Path) -> Path:
