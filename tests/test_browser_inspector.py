@@ -21,14 +21,17 @@ def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output
 
     panel.locator(".lm-TabBar-tab", has_text="Tensors").click()
     count = panel.locator("i", has_text=re.compile(r"\d+ of \d+ tensors"))
-    before = count.inner_text()
+    # textContent, not innerText: right after the tab switch the count may not be laid out yet,
+    # and its innerText is then empty (a CI run failed so)
+    expect(count).to_be_visible(timeout=60_000)
+    before = count.text_content()
     shown, total = map(int, re.findall(r"\d+", before.replace(",", ""))[:2])
     assert shown == total
     panel.locator("input[placeholder^='filter names']").fill("attn2")
     panel.locator("input[placeholder^='filter names']").press("Enter")
     # the count is re-rendered as a new element, so wait on the locator, not on an element handle
     expect(count).not_to_have_text(before, timeout=60_000)
-    after = count.inner_text()
+    after = count.text_content()
     assert 0 < int(after.split()[0].replace(",", "")) < total
     assert "attn2" in panel.locator(".labkit-tensors").inner_text()
 
