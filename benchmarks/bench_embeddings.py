@@ -1,5 +1,5 @@
 """Nearest tokens over SD1.5's real-size token table (49408 x 768, random weights, the real CLIP
-tokenizer): labkit.embeddings.nearest_tokens (one matrix product on the cached normalised table)
+tokenizer): labkit.embeddings.vectors.nearest_tokens (one matrix product on the cached normalised table)
 vs the embedding-inspector way (a Python loop computing one cosine per token), and vs the bare
 matrix product it is built on.
 
@@ -19,7 +19,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from labkit.embeddings import nearest_tokens  # noqa: E402
+from labkit.embeddings.vectors import nearest_tokens  # noqa: E402
 from labkit.zoo import TOKENIZER  # noqa: E402
 
 REPEATS = 5

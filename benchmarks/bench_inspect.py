@@ -22,7 +22,7 @@ from labkit import open_model
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.layout_files import load_layout, write_sparse  # noqa: E402
+from tests.fixtures.layout_files import load_layout, write_sparse  # noqa: E402
 
 FAST_REPEATS, LOAD_REPEATS = 41, 3
 

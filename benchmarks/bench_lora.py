@@ -1,4 +1,4 @@
-"""LoRA strength sweep: 5 strengths in one batched pass (labkit.lora.sweep) vs the anchor, a loop
+"""LoRA strength sweep: 5 strengths in one batched pass (labkit.lora.sweeping) vs the anchor, a loop
 over `set_adapters` per strength, on the demo model (a tiny random model when the demo world is
 not built), same seed and noise, 20 steps.
 
@@ -40,11 +40,9 @@ def alternate(lab: Callable[[], object], anchor: Callable[[], object]) -> tuple[
 
 def _world(tmp: Path):
     """(pipeline, LoRA path, what) on the demo world, else a tiny model and a small LoRA."""
-    from labkit import pipelines
-
+    from labkit.generate import pipelines
     try:
         from labkit import zoo
-
         folder = pipelines.demo_config("demo_sd1")
         lora = next(zoo.path(e["name"]) for e in zoo.manifest()
                     if e["kind"] == "lora" and e["base"] == "demo_sd1")
@@ -53,8 +51,8 @@ def _world(tmp: Path):
         sys.path.insert(0, str(REPO))
         from diffusers import StableDiffusionPipeline
 
-        from tests.lora_samples import write_adapter
-        from tests.tiny_models import save_tiny
+        from tests.fixtures.lora_samples import write_adapter
+        from tests.fixtures.tiny_models import save_tiny
 
         folder, what = save_tiny(tmp / "tiny", "sd1"), "tiny random SD1"
         lora = write_adapter(tmp / "lora.safetensors",
@@ -66,7 +64,7 @@ def main() -> int:
     import torch
 
     from labkit import lora
-    from labkit.lora_sweep import image_size
+    from labkit.lora.sweeping import image_size
 
     if "--threads" in sys.argv:
         torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))

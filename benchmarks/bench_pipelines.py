@@ -53,13 +53,12 @@ def bench_import() -> None:
 
 def _demo_pipeline():
     """The demo SD1 folder when the demo world is built, else a tiny random model."""
-    from labkit import pipelines
-
+    from labkit.generate import pipelines
     try:
         folder, what = pipelines.demo_config("demo_sd1"), "demo_sd1"
     except Exception:  # noqa: BLE001 - no demo world: fall back to a tiny model
         sys.path.insert(0, str(REPO))
-        from tests.tiny_models import save_tiny
+        from tests.fixtures.tiny_models import save_tiny
 
         folder, what = save_tiny(Path(tempfile.mkdtemp()) / "tiny", "sd1"), "tiny random SD1"
     return pipelines.load_pipeline(folder, progress=False), what
@@ -68,8 +67,7 @@ def _demo_pipeline():
 def bench_generate(pipe, what: str, steps: int = 20) -> None:
     import torch
 
-    from labkit import pipelines
-
+    from labkit.generate import pipelines
     pipelines.set_scheduler(pipe, "euler")
     height, width = pipelines.native_size(pipe)
 
@@ -109,8 +107,7 @@ def bench_real_size(gpu: bool) -> None:
     """Load SD1.5 from a real-layout zero file offline; with a GPU, fp16 512x512 it/s."""
     import torch
 
-    from labkit import pipelines
-
+    from labkit.generate import pipelines
     with tempfile.TemporaryDirectory() as tmp:
         path = zero_file("sd15.json", Path(tmp) / "sd15_zeros.safetensors")
         start = time.perf_counter()

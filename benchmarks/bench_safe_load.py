@@ -1,4 +1,4 @@
-"""Safe open of a .ckpt (labkit.safety.safe_load: scan every pickle, then weights_only load, mmap)
+"""Safe open of a .ckpt (labkit.safety.verdicts.safe_load: scan every pickle, then weights_only load, mmap)
 vs torch.load(weights_only=True) alone, on a ~200 MB torch zip checkpoint with an SD-sized key
 table (about 1,100 tensors), made in a temp folder and removed after.
 

@@ -1,4 +1,4 @@
-"""Tensor statistics of a >= 1 GB fp16 SD1.5-layout safetensors file: labkit.stats.tensor_stats
+"""Tensor statistics of a >= 1 GB fp16 SD1.5-layout safetensors file: labkit.stats.per_tensor.tensor_stats
 against a warm `cat FILE > /dev/null` (time) and against 2x the largest tensor + 300 MB (peak
 memory), beside loading the whole state dict and computing the same table.
 
@@ -31,14 +31,14 @@ MB = 2**20
 # Each side as a script run in a fresh interpreter: prints {"seconds", "peak_mb", "base_mb"}.
 SIDES = {
     "lab": """
-import labkit.stats as stats
+import labkit.stats.per_tensor as stats
 def work(path):
     return stats.tensor_stats(path, progress=False)
 """,
     "load_all": """
 import pandas as pd
 from safetensors.torch import load_file
-from labkit.tensor_math import describe, one_thread
+from labkit.stats.moments import describe, one_thread
 @one_thread()
 def work(path):
     tensors = load_file(path)

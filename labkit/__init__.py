@@ -16,11 +16,11 @@ __version__ = "0.1.0"
 # public name -> module that defines it (a module never shares its function's name, so that
 # importing the module cannot shadow the function on the package)
 _LAZY_NAMES = {
-    "open_model": "labkit.files",
-    "ModelFile": "labkit.files",
+    "open_model": "labkit.files.opener",
+    "ModelFile": "labkit.files.opener",
     "catalog": "labkit.inventory",
-    "doctor": "labkit.setup_check",
-    "pick_device": "labkit.device",
+    "doctor": "labkit.generate.setup_check",
+    "pick_device": "labkit.generate.device",
     "LabkitError": "labkit.errors",
 }
 

@@ -1,5 +1,5 @@
-"""`python -m labkit`: the command line (see labkit.cli)."""
+"""`python -m labkit`: the command line (see labkit.cli.dispatch)."""
 
-from labkit.cli import main
+from labkit.cli.dispatch import main
 
 raise SystemExit(main())

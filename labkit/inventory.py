@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from labkit.errors import LabkitError, NotAModelError, UnsafeFileError
 
 if TYPE_CHECKING:
-    from labkit.files import ModelFile
+    from labkit.files.opener import ModelFile
 
 COLUMNS = ["path", "format", "kind", "base", "size_mb", "n_tensors", "error"]
 HASH_KEYS = ["sha256", "autov1", "autov2", "autov3", "crc32", "blake3"]
@@ -77,7 +77,7 @@ def content_format(path: Path) -> str | None:
 
     A zip counts as a pickle checkpoint only when it holds a .pkl, so other zips are not models.
     """
-    from labkit.pickle_walk import container_of
+    from labkit.safety.walk import container_of
     from labkit.sniff import read_head, what_is
 
     try:
@@ -133,7 +133,7 @@ def _refusal(error: UnsafeFileError) -> str:
 
 
 def _row(path: Path, claimed: str, shown: str, hashes: bool) -> dict[str, object]:
-    from labkit.files import open_model
+    from labkit.files.opener import open_model
 
     row: dict[str, object] = dict.fromkeys(COLUMNS)
     row.update(path=shown, format=claimed, size_mb=round(size_bytes(path) / MB, 3))

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from labkit.errors import NotAModelError
-from labkit.pickle_walk import container_of, looks_like_pickle_start
-from labkit.safetensors_header import MAX_HEADER
+from labkit.files.safetensors_header import MAX_HEADER
+from labkit.safety.walk import container_of, looks_like_pickle_start
 
 HEAD_BYTES = 512
 GGUF_MAGIC = b"GGUF"

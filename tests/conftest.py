@@ -36,7 +36,7 @@ def lab_url(tmp_path_factory) -> str:
     """One JupyterLab server for all browser tests, over a copy of notebooks/."""
     import shutil
 
-    from tests.browser import jupyterlab
+    from tests.fixtures.browser import jupyterlab
 
     root = tmp_path_factory.mktemp("lab")
     for nb in (REPO / "notebooks").glob("*.ipynb"):
@@ -50,7 +50,7 @@ def chromium():
     """Debian's headless Chromium driven by Playwright (it cannot download its own browser here)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from labkit.errors import NotAModelError
 from labkit.inventory import COLUMNS, HASH_KEYS, catalog, content_format, find_models, summary
-from tests.sample_models import (
+from tests.fixtures.sample_models import (
     write_checkpoint,
     write_lfs_pointer,
     write_lora,
@@ -90,7 +90,7 @@ def test_catalog_of_a_file_or_missing_folder_is_refused(folder):
 
 
 def test_summary_counts_params_and_dtypes(folder):
-    from labkit.files import open_model
+    from labkit.files.opener import open_model
 
     facts = summary(open_model(folder / "lora.safetensors"))
     assert facts["n_params"] == 4 * 4 * 320 + 1

@@ -24,7 +24,6 @@ def demo_entries() -> list[dict]:
     """The demo world's manifest entries, or [] when it is not there."""
     try:
         from labkit import zoo
-
         return zoo.manifest()
     except (ImportError, LabkitError):
         return []
@@ -58,7 +57,6 @@ def typed_path(value: str | None, offered: list[str]) -> str:
         return ""
     if demo_base(value) is not None:
         from labkit import zoo
-
         return str(zoo.path(value))
     return str(value)
 
@@ -105,7 +103,6 @@ class Picker:
             raise LabkitError(f"no {self.what} chosen.",
                               hint=f"Pick a demo file or type the path of a {self.what}.")
         from labkit import zoo
-
         return zoo.path(self.choice.value)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from labkit.embeddings.textual_inversion import ENCODERS
 from labkit.errors import LabkitError
 from labkit.panels.common import (
     CHECKPOINTS,
@@ -21,7 +22,6 @@ from labkit.panels.common import (
     table_html,
 )
 from labkit.panels.generate import MAX_SEED, png_bytes
-from labkit.textual_inversion import ENCODERS
 
 TI_KINDS = ("textual_inversion",)
 NEAREST_K = 8
@@ -63,8 +63,7 @@ def tokens_html(frame: Any) -> str:
 def prompt_html(pipe: Any, prompt: str) -> str:
     """Each text encoder's tokens for a prompt (input vector length `norm`, output vector length
     `output_norm`), then what the UNet sees: the outputs side by side, and SDXL's pooled vector."""
-    from labkit import embeddings
-
+    from labkit.embeddings import vectors as embeddings
     vectors = embeddings.prompt_vectors(pipe, prompt)
     parts = []
     for enc, tok in encoders_of(pipe).items():
@@ -93,8 +92,9 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
     embedding to look up (nearest tokens, norms, map) in one encoder; a with/without pair from
     one seed. The embedding dropdown offers the demo embeddings made for the chosen demo model's
     base. `model` and `embedding` preselect demo names or fill the path boxes."""
-    from labkit import embedding_plots, embeddings
-    from labkit.stats_plots import to_png
+    from labkit.embeddings import figures as embedding_plots
+    from labkit.embeddings import vectors as embeddings
+    from labkit.stats.figures import to_png
 
     model_pick = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model")
     offered = demo_options(TI_KINDS, model_pick.base())
@@ -126,8 +126,7 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
     offering = False  # the embedding dropdown's options are being replaced: no look-up
 
     def pipe() -> Any:
-        from labkit import pipelines
-
+        from labkit.generate import pipelines
         status.value = "<i>Loading the model (once per model)...</i>"
         loaded = pipelines.cached_pipeline(model_pick.resolve(), device=device, progress=False)
         status.value = ""
@@ -142,7 +141,7 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
         tokens.value = prompt_html(pipe(), prompt.value)
 
     def show_lookup() -> None:
-        from labkit.textual_inversion import check_fits
+        from labkit.embeddings.textual_inversion import check_fits
 
         p = pipe()
         encs = encoders_of(p)
@@ -189,7 +188,7 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
         _show(chart, to_png(embedding_plots.map_figure(frame, highlight=list(named))))
 
     def make_pair() -> None:
-        from labkit.plots import image_grid
+        from labkit.generate.grids import image_grid
 
         ti = chosen_ti()
         if ti is None:

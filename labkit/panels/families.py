@@ -7,10 +7,10 @@ import html
 
 import ipywidgets as widgets
 
-from labkit import family_compare as C
-from labkit.families import family_parts, layout_names, parts
+from labkit.families import compare as C
+from labkit.families.tables import family_parts, layout_names, parts
 from labkit.panels.common import PATH_CHOICE, Picker, demo_options, run_into, table_html
-from labkit.stats_plots import PART_COLOURS, family_parameters_figure, to_png
+from labkit.stats.figures import PART_COLOURS, family_parameters_figure, to_png
 
 TABLE = "table:"  # dropdown values of the key tables, beside the demo files' names
 DEMO_KINDS = (*C.CHECKPOINT_KINDS, *C.ADAPTER_KINDS)
@@ -41,7 +41,7 @@ def distinct(a: C.Model, b: C.Model) -> tuple[C.Model, C.Model]:
 
 
 def parts_html(model: C.Model) -> str:
-    """One model's parts (labkit.families.parts) under its label, "-" for widths not read; the
+    """One model's parts (labkit.families.tables.parts) under its label, "-" for widths not read; the
     key prefixes are in the comparison above."""
     frame = parts(model.table).drop(columns="prefix")
     frame["parameters"] = frame["parameters"].map(lambda n: f"{n / 1e6:,.2f}M")

@@ -10,6 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 from PIL import Image
 
+from labkit.generate.grids import image_grid
 from labkit.panels.common import (
     CHECKPOINTS,
     Picker,
@@ -17,7 +18,6 @@ from labkit.panels.common import (
     run_from_button,
     table_html,
 )
-from labkit.plots import image_grid
 
 SIZES = [("native", 0), ("64", 64), ("128", 128), ("256", 256), ("512", 512), ("768", 768),
          ("1024", 1024)]
@@ -31,7 +31,7 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2")  # Prompt feeds the first, Pr
 def parts_html(pipe: Any) -> str:
     """The loaded pipeline's class, its text encoders (two for SDXL-style models: each prompt
     box feeds one) and its parts table."""
-    from labkit.sampling import components_table
+    from labkit.generate.sampling import components_table
 
     encoders = [f"{name} ({type(getattr(pipe, name)).__name__})" for name in TEXT_ENCODERS
                 if getattr(pipe, name, None) is not None]
@@ -57,7 +57,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     steps, guidance, scheduler, size; Generate shows the model's parts, a progress bar, the
     images and a strip of the denoising steps. `model` preselects a demo name or fills the path
     box."""
-    from labkit.sampling import SCHEDULERS
+    from labkit.generate.sampling import SCHEDULERS
 
     picker = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model",
                     placeholder="a .safetensors / .ckpt or a folder")
@@ -94,8 +94,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
         seed.value = random.randint(0, MAX_SEED)
 
     def work() -> None:
-        from labkit import pipelines
-
+        from labkit.generate import pipelines
         status.value, parts.value = "<i>Loading the model (once per model)...</i>", ""
         pipe = pipelines.cached_pipeline(picker.resolve(), device=device,
                                          progress=False)

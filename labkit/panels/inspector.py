@@ -14,8 +14,8 @@ from labkit.errors import UnsafeFileError
 from labkit.panels.common import demo_names, run_into, table_html
 
 if TYPE_CHECKING:
-    from labkit.files import ModelFile
-    from labkit.safety import Verdict
+    from labkit.files.opener import ModelFile
+    from labkit.safety.verdicts import Verdict
 
 TABS = ("Summary", "Metadata", "Tensors", "Hashes", "Safety")
 # format -> why it cannot run code (pickles get a scan instead)
@@ -64,7 +64,7 @@ def summary_html(model: ModelFile) -> str:
 
 def metadata_html(raw: dict[str, str]) -> str:
     """The metadata table and, for kohya LoRAs, the tag frequency table."""
-    from labkit.metadata import metadata_table, tag_frequency
+    from labkit.files.metadata import metadata_table, tag_frequency
 
     if not raw:
         return "<i>This file carries no metadata.</i>"
@@ -152,7 +152,6 @@ class Inspector:
     def _pick_demo(self, change: dict) -> None:
         if change["new"]:
             from labkit import zoo
-
             self.path.value = str(zoo.path(change["new"]))
             self.show()
 
@@ -165,7 +164,7 @@ class Inspector:
         self.hash_button.disabled = True
 
     def _open(self, path: str) -> ModelFile:
-        from labkit.files import open_model
+        from labkit.files.opener import open_model
 
         try:
             return open_model(path)
@@ -190,7 +189,7 @@ class Inspector:
         self.tabs.selected_index = 0
 
     def _safety_html(self) -> str:
-        from labkit.safety import scan
+        from labkit.safety.verdicts import scan
 
         if self.model.format == "pickle":
             return verdict_html(scan(self.model.path))

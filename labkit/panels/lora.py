@@ -60,8 +60,8 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
     a strengths x prompts/seeds grid made in batched passes. The LoRA dropdowns offer the demo
     adapters made for the chosen demo model's base (SD1-style or SDXL-style). `model` and `lora`
     preselect a demo name or fill the path box."""
-    from labkit import lora_plots
-    from labkit.stats_plots import to_png
+    from labkit.lora import figures as lora_plots
+    from labkit.stats.figures import to_png
 
     model_pick = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model")
     adapters = demo_options(ADAPTER_KINDS, model_pick.base())
@@ -90,8 +90,8 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
     out = widgets.Output()
 
     def show_work() -> None:
-        from labkit.lora_read import anatomy as anatomy_of
-        from labkit.lora_read import open_adapter
+        from labkit.lora.reading import anatomy as anatomy_of
+        from labkit.lora.reading import open_adapter
 
         path = first.resolve()
         adapter = open_adapter(path)
@@ -110,7 +110,7 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
 
     def grid_work() -> None:
         from labkit import lora as L
-        from labkit import pipelines
+        from labkit.generate import pipelines
         from labkit.panels.generate import png_bytes
 
         paths = [p for p in (first.resolve(), second.resolve()) if p is not None]

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 import pandas as pd
 
-from labkit import stats, stats_plots
 from labkit.panels.common import demo_names, run_into, table_html
+from labkit.stats import figures as stats_plots
+from labkit.stats import per_tensor as stats
 
 if TYPE_CHECKING:
-    from labkit.model_file import ModelFile
+    from labkit.files.model_file import ModelFile
 
 STATS_SORT = ("name", "component", "block", "dtype", "numel", "bytes", "mean", "std", "abs_max",
               "l2_norm", "zero_fraction", "nan_count", "inf_count")
@@ -52,7 +53,6 @@ class ModelPicker:
     def _pick(self, change: dict) -> None:
         if change["new"]:
             from labkit import zoo
-
             self.path.value = str(zoo.path(change["new"]))
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
+from labkit.generate.setup_check import doctor
 from labkit.panels.common import table_html
-from labkit.setup_check import doctor
 
 
 def welcome_panel() -> widgets.VBox:

@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from labkit.zoo import DATA
     from labkit.zoo.build import FULL_RECIPE, TOY_RECIPE, build
-    from labkit.zoo.xl_build import build_xl
-    from labkit.zoo.xl_recipe import FULL_XL, TOY_XL
+    from labkit.zoo.xl.build import build_xl
+    from labkit.zoo.xl.recipe import FULL_XL, TOY_XL
 
     parser = argparse.ArgumentParser(prog="python -m labkit.zoo")
     parser.add_argument("command", choices=["build"])

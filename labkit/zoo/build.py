@@ -9,20 +9,20 @@ from pathlib import Path
 import torch
 
 from labkit.zoo import TOKENIZER, manifest
-from labkit.zoo.adapters import (
+from labkit.zoo.card import model_card
+from labkit.zoo.evaluate import measure
+from labkit.zoo.export import export_base
+from labkit.zoo.export_adapters import write_embeddings, write_kohya, write_peft_lora
+from labkit.zoo.recipe.adapters import (
     ADAPTERS,
     TrainedAdapter,
     TrainedEmbedding,
     train_adapter,
     train_embedding,
 )
-from labkit.zoo.card import model_card
-from labkit.zoo.conditioning import TextConditioner
-from labkit.zoo.dataset import mixed_samples
-from labkit.zoo.evaluate import measure
-from labkit.zoo.export import export_base
-from labkit.zoo.export_adapters import write_embeddings, write_kohya, write_peft_lora
-from labkit.zoo.models import (
+from labkit.zoo.recipe.conditioning import TextConditioner
+from labkit.zoo.recipe.dataset import mixed_samples
+from labkit.zoo.recipe.models import (
     FULL,
     TOY,
     Configs,
@@ -31,10 +31,8 @@ from labkit.zoo.models import (
     make_unet,
     make_vae,
 )
-from labkit.zoo.registry import write_manifest
-from labkit.zoo.sample import make_pipeline
-from labkit.zoo.tokenizer import load_tokenizer
-from labkit.zoo.train import (
+from labkit.zoo.recipe.tokenizer import load_tokenizer
+from labkit.zoo.recipe.train import (
     Lengths,
     cached_pool,
     denoiser_loss,
@@ -43,7 +41,9 @@ from labkit.zoo.train import (
     summary,
     vae_loss,
 )
-from labkit.zoo.world import World
+from labkit.zoo.recipe.world import World
+from labkit.zoo.registry import write_manifest
+from labkit.zoo.sample import make_pipeline
 
 VAE_STYLES = {"plain": 0.4, "striped": 0.15, "outlined": 0.15, "twotone": 0.15, "checker": 0.15}
 # The base learns plain fills, plus checkerboards under the word "checkered" so that a textual

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.zoo.dataset import BACKGROUNDS, COLOURS, SHAPES
+from labkit.zoo.recipe.dataset import BACKGROUNDS, COLOURS, SHAPES
 
 
 def _pct(x: float) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.zoo.dataset import SHAPES, STYLES, mixed_samples, to_tensor_batch
 from labkit.zoo.metrics import STYLE_METRICS, colour_accuracy, shape_pixels, style_score
+from labkit.zoo.recipe.dataset import SHAPES, STYLES, mixed_samples, to_tensor_batch
 from labkit.zoo.sample import colour_prompts, generate, grid, load_pipeline
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from labkit import convert
-from labkit.layouts import VAE_PREFIX
-from labkit.zoo.train import save_tensors
+from labkit.convert import forms as convert
+from labkit.identify.layouts import VAE_PREFIX
+from labkit.zoo.recipe.train import save_tensors
 
 SHARD_SIZE = "2MB"
 HALF_COMPONENTS = ("unet", "vae", "text_encoder")  # the text encoder is saved sharded, with its index json, as large models are

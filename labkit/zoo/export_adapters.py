@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from labkit.lora_keys import text_model_path
-from labkit.zoo.adapters import TrainedAdapter, TrainedEmbedding
-from labkit.zoo.train import save_tensors
+from labkit.lora.keys import text_model_path
+from labkit.zoo.recipe.adapters import TrainedAdapter, TrainedEmbedding
+from labkit.zoo.recipe.train import save_tensors
 
 RESOLUTION = "64,64"
 
@@ -29,7 +29,7 @@ class FamilyNames:
 
 
 # kohya names a module by its path with "_" for ".", after a prefix per component (text encoder
-# paths under "text_model.": labkit.lora_keys.text_model_path). The SDXL-style demo's adapters say what kohya writes for SDXL: identify tells them by widths.
+# paths under "text_model.": labkit.lora.keys.text_model_path). The SDXL-style demo's adapters say what kohya writes for SDXL: identify tells them by widths.
 FAMILIES = {
     "demo_sd1": FamilyNames("labkit_demo_sd1", "labkit-demo-sd1", "demo_sd1.safetensors",
                             ("lora_te_",), False),
@@ -76,9 +76,9 @@ def kohya_tensors(adapter: TrainedAdapter, family: str = "demo_sd1") -> dict[str
 
 def original_unet_namer(unet_config) -> Callable[[str], str]:
     """diffusers UNet module path -> its path in the original (SGM) layout, for this UNet."""
-    from labkit import layouts
-    from labkit.lora_keys import original_unet_name
-    from labkit.zoo.models import VAE
+    from labkit.identify import layouts
+    from labkit.lora.keys import original_unet_name
+    from labkit.zoo.recipe.models import VAE
 
     layout = layouts.make_layout("sdxl", dict(unet_config), VAE)
     return lambda module: original_unet_name(module, layout)
@@ -138,7 +138,7 @@ def write_peft_lora(adapter: TrainedAdapter, dst: Path) -> Path:
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
 
-    from labkit.zoo.adapters import peft_config
+    from labkit.zoo.recipe.adapters import peft_config
 
     spec = adapter.spec
     meta = {}

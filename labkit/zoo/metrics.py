@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from labkit.zoo.dataset import COLOURS, PATTERN_PERIOD, SIZE
+from labkit.zoo.recipe.dataset import COLOURS, PATTERN_PERIOD, SIZE
 
 NAMED_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360
               for name, rgb in COLOURS.items()}

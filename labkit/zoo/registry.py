@@ -13,9 +13,9 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
                  "StableDiffusionPipeline.save_pretrained: EMA UNet, fp32 files plus an fp16 "
                  "variant, text encoder sharded with model.safetensors.index.json"),
     "demo_sd1_single": ("safetensors", "checkpoint",
-                        "labkit.convert.folder_to_single_file then strip_ema(keep='ema', fp16)"),
+                        "labkit.convert.forms.folder_to_single_file then strip_ema(keep='ema', fp16)"),
     "demo_sd1_ckpt": ("pickle", "checkpoint",
-                      "labkit.convert.folder_to_single_file(include_ema=...) written as a Lightning-"
+                      "labkit.convert.forms.folder_to_single_file(include_ema=...) written as a Lightning-"
                       "style .ckpt (fp16): state_dict with model_ema., global_step, callbacks"),
     "demo_sd1_vae": ("safetensors", "vae",
                      "first_stage_model. tensors of the single file, prefix removed (vae-ft-mse form)"),
@@ -38,7 +38,7 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
                   "conditioning, CLIPTextModel + CLIPTextModelWithProjection, tokenizer_2 pads "
                   "with '!'"),
     "demo_sdxl_single": ("safetensors", "checkpoint",
-                         "labkit.convert.folder_to_single_file (fp16): SDXL's original layout, "
+                         "labkit.convert.forms.folder_to_single_file (fp16): SDXL's original layout, "
                          "conditioner.embedders.0/1, model.diffusion_model., first_stage_model."),
     "demo_lora_striped_xl": ("safetensors", "lora",
                              "peft LoRA on the UNet's transformer blocks and both text encoders' "

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.zoo.dataset import BACKGROUNDS, COLOURS, SHAPES, article
-from labkit.zoo.models import make_scheduler
+from labkit.zoo.recipe.dataset import BACKGROUNDS, COLOURS, SHAPES, article
+from labkit.zoo.recipe.models import make_scheduler
 
 
 def make_pipeline(tokenizer, text_encoder, vae, unet):

@@ -9,7 +9,7 @@ import torch
 
 from labkit.panels.common import NONE_CHOICE, PATH_CHOICE
 from labkit.panels.embeddings import embeddings_panel
-from tests.ti_samples import SD1_WIDTH, save_tiny, write_forms
+from tests.fixtures.ti_samples import SD1_WIDTH, save_tiny, write_forms
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,8 +84,7 @@ def test_look_up_a_word_and_an_embedding(tiny, ti):
 
 
 def test_the_pair_differs_and_leaves_the_pipeline_clean(tiny, ti):
-    from labkit import pipelines
-
+    from labkit.generate import pipelines
     p = _parts(embeddings_panel(model=str(tiny), embedding=str(ti)))
     p["steps"].value = 2
     p["pair"].click()
@@ -167,8 +166,8 @@ def test_the_sdxl_embedding_looks_up_in_either_encoder():
 
 
 def test_the_sdxl_pair_differs_and_leaves_both_tokenizers_clean():
-    from labkit import pipelines, zoo
-
+    from labkit import zoo
+    from labkit.generate import pipelines
     p = _parts(embeddings_panel(model="demo_sdxl", embedding="demo_ti_checker_xl"))
     p["steps"].value = 2
     p["pair"].click()
@@ -195,7 +194,6 @@ def test_the_embeddings_offered_follow_the_model_without_a_look_up():
 ])
 def test_an_embedding_of_the_other_family_is_refused_in_plain_words(model, embedding, families):
     from labkit import zoo
-
     p = _parts(embeddings_panel(model=model, embedding=embedding))
     assert p["ti_path"].value == str(zoo.path(embedding))
     p["look"].click()

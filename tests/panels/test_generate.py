@@ -8,8 +8,8 @@ import pytest
 
 from labkit.panels.common import PATH_CHOICE
 from labkit.panels.generate import generate_panel
-from tests.lora_samples import single_thread
-from tests.tiny_models import save_tiny
+from tests.fixtures.lora_samples import single_thread
+from tests.fixtures.tiny_models import save_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"
 one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)

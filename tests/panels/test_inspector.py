@@ -10,8 +10,13 @@ import pytest
 import labkit
 from labkit.errors import LabkitError
 from labkit.panels.inspector import NO_CODE, Inspector, filter_tensors, inspector_panel
-from tests.layout_files import load_layout, write_sparse
-from tests.sample_models import LORA_MODULE, write_checkpoint, write_lora, write_unsafe_pickle
+from tests.fixtures.layout_files import load_layout, write_sparse
+from tests.fixtures.sample_models import (
+    LORA_MODULE,
+    write_checkpoint,
+    write_lora,
+    write_unsafe_pickle,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from labkit.panels.common import NONE_CHOICE, PATH_CHOICE
 from labkit.panels.lora import lora_panel, seeds_of, strengths_of
-from tests.lora_samples import single_thread, write_adapter, write_ti
-from tests.tiny_models import save_tiny
+from tests.fixtures.lora_samples import single_thread, write_adapter, write_ti
+from tests.fixtures.tiny_models import save_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"
 one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
@@ -157,7 +157,6 @@ def test_the_sdxl_lora_shows_its_anatomy_and_makes_a_grid():
 ])
 def test_a_lora_of_the_other_family_is_refused_in_plain_words(model, lora, families):
     from labkit import zoo
-
     p = _parts(lora_panel(model=model, lora=lora))
     assert p["lora"].value == str(zoo.path(lora))  # not offered: it comes in by its path
     p["show"].click()

@@ -1,0 +1,153 @@
+"""Open a diffusers folder (model_index.json + components) or one component folder (unet/, vae/)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from labkit.errors import CorruptFileError, NotAModelError
+from labkit.files.model_file import ModelFile, TensorSource
+from labkit.tensors import TensorInfo
+
+MODEL_INDEX = "model_index.json"
+CONFIG = "config.json"
+WEIGHT_STEMS = ("diffusion_pytorch_model", "model")  # diffusers models, transformers models
+WEIGHT_EXTS = (".safetensors", ".bin")  # safetensors first, as diffusers prefers it
+MAX_JSON_BYTES = 64 * 1024 * 1024
+_VARIANT = re.compile(r"^(?:diffusion_pytorch_model|model)\.(\w+?)(?:-\d+-of-\d+)?\.(?:safetensors|bin)$"
+                      r"|^(?:diffusion_pytorch_model|model)\.(?:safetensors|bin)\.index\.(\w+)\.json$")
+_INCOMPLETE = "The download is incomplete: fetch the missing files again."
+
+
+def with_variant(name: str, variant: str | None) -> str:
+    """diffusers' variant naming: the variant goes before the last dot (model.fp16.safetensors)."""
+    if variant is None:
+        return name
+    head, _, ext = name.rpartition(".")
+    return f"{head}.{variant}.{ext}"
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a small file.
+
+    Raises CorruptFileError if it is too large, not JSON, or not an object.
+    """
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CorruptFileError("is too large for a JSON config.", path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CorruptFileError(f"is not valid JSON ({str(exc)[:120]}).", path,
+                               _INCOMPLETE) from None
+    if not isinstance(data, dict):
+        raise CorruptFileError("is not a JSON object.", path, _INCOMPLETE)
+    return data
+
+
+def variants_in(folder: Path) -> list[str]:
+    """The weight variants a component folder holds (e.g. ["fp16"])."""
+    found = {m.group(1) or m.group(2) for f in folder.iterdir() if (m := _VARIANT.match(f.name))}
+    return sorted(found)
+
+
+def _shards(index: Path) -> tuple[list[Path], dict[str, str]]:
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptFileError("has no weight_map of tensor name to shard file.", index,
+                               _INCOMPLETE)
+    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    for shard in shards:
+        if shard.parent != index.parent or not shard.is_file():
+            raise CorruptFileError(f"names the shard {shard.name!r}, which is missing.", index,
+                                   _INCOMPLETE)
+    return shards, weight_map
+
+
+def weight_files(folder: Path, variant: str | None) -> tuple[list[Path], dict[str, str]] | None:
+    """The weight files of one component (one file, or shards with their weight_map), or None."""
+    for ext in WEIGHT_EXTS:
+        for stem in WEIGHT_STEMS:
+            single = folder / with_variant(stem + ext, variant)
+            if single.is_file():
+                return [single], {}
+            index = folder / with_variant(f"{stem}{ext}.index.json", variant)
+            if index.is_file():
+                return _shards(index)
+    return None
+
+
+def _pick(folder: Path, variant: str | None) -> tuple[list[Path], dict[str, str]] | None:
+    """The asked variant, else the plain weights, else the only variant there is."""
+    found = weight_files(folder, variant) or weight_files(folder, None)
+    if found is None and len(variants_in(folder)) == 1:
+        found = weight_files(folder, variants_in(folder)[0])
+    return found
+
+
+def _component(folder: Path, variant: str | None, prefix: str,
+               table: dict[str, TensorInfo], where: dict[str, tuple[TensorSource, str]]) -> bool:
+    """Add one component's tensors under prefix; False if the folder holds no weights."""
+    from labkit.files.opener import open_file
+
+    found = _pick(folder, variant)
+    if found is None:
+        return False
+    files, weight_map = found
+    for file in files:
+        model = open_file(file)
+        for name in model.table:
+            table[prefix + name] = model.table[name]
+            where[prefix + name] = model.locate(name)
+    missing = [k for k in weight_map if prefix + k not in table]
+    if missing:
+        raise CorruptFileError(f"lists {len(missing)} tensors not in their shards, such as "
+                               f"{missing[0]!r}.", folder, _INCOMPLETE)
+    return True
+
+
+def _as_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _pipeline(path: Path, variant: str | None) -> ModelFile:
+    index = read_json(path / MODEL_INDEX)
+    table: dict[str, TensorInfo] = {}
+    where: dict[str, tuple[TensorSource, str]] = {}
+    components: dict[str, Path] = {}
+    for name, value in index.items():
+        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and value[0]):
+            continue
+        folder = path / name
+        needs_weights = not folder.is_dir() or (folder / CONFIG).is_file()
+        if folder.is_dir() and _component(folder, variant, f"{name}/", table, where):
+            components[name] = folder
+        elif needs_weights:
+            raise CorruptFileError(
+                f"is a diffusers folder whose component {name!r} ({value[1]}) has no weights "
+                f"(expected {name}/diffusion_pytorch_model.safetensors or model.safetensors).",
+                path, _INCOMPLETE)
+    metadata = {k: _as_text(v) for k, v in index.items()}
+    return ModelFile(path, "diffusers", table, metadata, where, components)
+
+
+def open_folder(path: Path, variant: str | None = None) -> ModelFile:
+    """Open a diffusers pipeline folder or a single component folder.
+
+    Raises NotAModelError for a folder with no model, CorruptFileError for missing weights,
+    shards or a broken index, UnsafeFileError for an unsafe .bin.
+    """
+    if (path / MODEL_INDEX).is_file():
+        return _pipeline(path, variant)
+    if (path / CONFIG).is_file():
+        table: dict[str, TensorInfo] = {}
+        where: dict[str, tuple[TensorSource, str]] = {}
+        if not _component(path, variant, "", table, where):
+            raise CorruptFileError("has config.json but no weights (expected "
+                                   "diffusion_pytorch_model.safetensors or model.safetensors).",
+                                   path, _INCOMPLETE)
+        metadata = {k: _as_text(v) for k, v in read_json(path / CONFIG).items()}
+        return ModelFile(path, "diffusers", table, metadata, where, {path.name: path})
+    raise NotAModelError("is a folder with no model in it (no model_index.json, and no "
+                         "config.json with weights).",
+                         path, "Give the path of a model file, or of a diffusers folder.")

@@ -1,0 +1,1 @@
+"""The SDXL-style demo: its second encoder, SDXL conditioning, training and export."""

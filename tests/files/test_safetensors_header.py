@@ -1,0 +1,154 @@
+"""labkit.files.safetensors_header: one refusal per rule of the reference reader, in its order."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save_file
+
+from labkit.errors import CorruptFileError
+from labkit.files.safetensors_header import MAX_HEADER, read_header
+from labkit.tensors import TensorInfo
+from tests.fixtures.bounded import peak_bytes_reading
+
+
+def build(header: object, data: bytes = b"", raw_header: bytes | None = None) -> bytes:
+    """A safetensors file from a header object (or raw header bytes) and a data buffer."""
+    text = raw_header if raw_header is not None else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def good_header() -> dict:
+    return {"__metadata__": {"ss_network_dim": "4"},
+            "b": {"dtype": "F16", "shape": [2], "data_offsets": [8, 12]},
+            "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+
+
+def test_real_file_reads_in_data_order_with_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file({"z": torch.ones(3, 2), "a": torch.zeros(4, dtype=torch.float16)}, path,
+              metadata={"ss_tag_frequency": json.dumps({"cat": 3})})
+    header = read_header(path)
+    assert header.table == {"z": TensorInfo((3, 2), "F32"), "a": TensorInfo((4,), "F16")}
+    assert list(header.table) == sorted(header.table, key=lambda n: header.offsets[n])
+    assert json.loads(header.metadata["ss_tag_frequency"]) == {"cat": 3}
+    assert header.data_start == 8 + int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_hand_made_header_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(build(good_header(), bytes(12)))
+    header = read_header(path)
+    assert list(header.table) == ["a", "b"]
+    assert header.metadata == {"ss_network_dim": "4"}
+
+
+def _with(**changes: object) -> dict:
+    header = good_header()
+    header.update(changes)
+    return header
+
+
+REFUSALS = {
+    "short file": (b"\x05\x00\x00", "too short"),
+    "N too large": (struct.pack("<Q", MAX_HEADER + 1) + b"{}", "over the 100000000"),
+    "8+N beyond file": (struct.pack("<Q", 500) + b'{"a": 1}', "claims 500 bytes"),
+    "not UTF-8": (build(None, raw_header=b'{"\xff\xfe": 1}'), "not UTF-8"),
+    "not JSON": (build(None, raw_header=b"{not json"), "not valid JSON"),
+    "JSON list": (build([1, 2]), "not a JSON object"),
+    "entry missing keys": (build({"a": {"dtype": "F32", "shape": [1]}}, bytes(4)),
+                           "must have dtype, shape and data_offsets"),
+    "shape not ints": (build({"a": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}},
+                             bytes(4)), "shape that is not a list"),
+    "negative shape": (build({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}},
+                             bytes(4)), "shape that is not a list"),
+    "offsets not pair": (build({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}},
+                               bytes(4)), "not two positions"),
+    "metadata not strings": (build(_with(__metadata__={"steps": 100}), bytes(12)),
+                             "__metadata__ must map strings to strings"),
+    "bad dtype": (build({"a": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}},
+                        bytes(16)), "unknown dtype 'F128'"),
+    "duplicate keys": (build(None, b"", raw_header=(
+        b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'
+        b' "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}')) + b"\x00",
+                       "names 'a' twice"),
+    "gap in offsets": (build(_with(b={"dtype": "F16", "shape": [2], "data_offsets": [9, 13]}),
+                             bytes(13)), "must be contiguous"),
+    "overlapping offsets": (build(_with(b={"dtype": "F16", "shape": [2], "data_offsets": [6, 10]}),
+                                  bytes(10)), "must be contiguous"),
+    "offsets not from 0": (build({"a": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]}},
+                                 bytes(4)), "must be contiguous"),
+    "size mismatch": (build({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},
+                            bytes(8)), "needs 12 bytes but its offsets give 8"),
+    "trailing bytes": (build(good_header(), bytes(20)), "8 trailing bytes"),
+    "missing data": (build(good_header(), bytes(10)), "2 bytes missing"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_each_refusal(tmp_path: Path, case: str) -> None:
+    data, message = REFUSALS[case]
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(CorruptFileError) as err:
+        read_header(path)
+    assert message in str(err.value)
+    assert "bad.safetensors" in str(err.value)
+
+
+def test_refusal_order_follows_the_reference(tmp_path: Path) -> None:
+    # Both a size mismatch and trailing bytes: the size mismatch is reported first.
+    path = tmp_path / "two.safetensors"
+    path.write_bytes(build({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},
+                           bytes(30)))
+    with pytest.raises(CorruptFileError, match="needs 12 bytes"):
+        read_header(path)
+
+
+def test_sub_byte_dtypes_are_sized_in_bits(tmp_path: Path) -> None:
+    path = tmp_path / "f4.safetensors"
+    path.write_bytes(build({"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}, bytes(2)))
+    assert read_header(path).table["a"] == TensorInfo((4,), "F4")
+    path.write_bytes(build({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, bytes(2)))
+    with pytest.raises(CorruptFileError, match="needs 1.5 bytes"):
+        read_header(path)
+
+
+def _read_bytes(data: bytes) -> None:
+    assert peak_bytes_reading(read_header, data, "f.safetensors") < 1_000_000 + 20 * len(data)
+
+
+_VALID = build(good_header(), bytes(12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_give_a_header_or_a_labkit_error(data: bytes) -> None:
+    _read_bytes(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(_VALID) - 1), st.binary(min_size=1, max_size=8))
+def test_mutated_files_give_a_header_or_a_labkit_error(at: int, patch: bytes) -> None:
+    _read_bytes(_VALID[:at] + patch + _VALID[at + len(patch):])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**64 - 1))
+def test_claimed_header_length_is_never_allocated(claim: int) -> None:
+    _read_bytes(struct.pack("<Q", claim) + b'{"a": 1}')
+
+
+def test_what_the_reference_reader_accepts(tmp_path: Path) -> None:
+    path = tmp_path / "lenient.safetensors"
+    entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "extra": 1}
+    path.write_bytes(build(None, bytes(4), raw_header=b"  " + json.dumps(
+        {"__metadata__": None, "a": entry}).encode()))
+    header = read_header(path)
+    assert header.metadata == {} and header.table == {"a": TensorInfo((1,), "F32")}
