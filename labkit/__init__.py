@@ -16,19 +16,23 @@ __version__ = "0.1.0"
 # public name -> module that defines it (a module never shares its function's name, so that
 # importing the module cannot shadow the function on the package)
 _LAZY_NAMES = {
-    "open_model": "labkit.files.opener",
-    "ModelFile": "labkit.files.opener",
+    "open_model": "labkit.files",
+    "ModelFile": "labkit.files",
     "catalog": "labkit.inventory",
     "doctor": "labkit.generate.setup_check",
     "pick_device": "labkit.generate.device",
     "LabkitError": "labkit.errors",
 }
 
+_WITH_ANALYSES = {"open_model", "ModelFile"}
+
 __all__ = sorted(_LAZY_NAMES)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_NAMES:
+        if name in _WITH_ANALYSES:
+            importlib.import_module("labkit.stats")  # registers ModelFile.stats()
         return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
     if not name.startswith("_") and importlib.util.find_spec(f"labkit.{name}") is not None:
         return importlib.import_module(f"labkit.{name}")

@@ -12,6 +12,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from labkit.errors import LabkitError, NotAModelError, UnsafeFileError
+from labkit.sniff import container_of, sniff
 
 if TYPE_CHECKING:
     from labkit.files.opener import ModelFile
@@ -77,15 +78,12 @@ def content_format(path: Path) -> str | None:
 
     A zip counts as a pickle checkpoint only when it holds a .pkl, so other zips are not models.
     """
-    from labkit.safety.walk import container_of
-    from labkit.sniff import read_head, what_is
-
     try:
-        head, size = read_head(path)
+        sniffed = sniff(path)
     except LabkitError:
         return None
-    found = CONTENT_FORMATS.get(what_is(head, size, path.suffix.lower()))
-    if found == "pickle" and container_of(head) == "zip" and not _is_torch_zip(path):
+    found = CONTENT_FORMATS.get(sniffed.form)
+    if found == "pickle" and container_of(sniffed.head) == "zip" and not _is_torch_zip(path):
         return None
     return found
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import pickletools
+import tarfile
 from pathlib import Path
+from typing import NamedTuple
 
 from labkit.errors import NotAModelError
-from labkit.files.safetensors_header import MAX_HEADER
-from labkit.safety.walk import container_of, looks_like_pickle_start
 
 HEAD_BYTES = 512
+MAX_HEADER = 100_000_000  # the reference safetensors reader's limit on the header length
+ZIP_MAGIC = b"PK\x03\x04"
+_OPCODE_BYTES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
 GGUF_MAGIC = b"GGUF"
 _LFS = b"version https://git-lfs"
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<?xml", b"<!--", b"<body")
@@ -34,6 +38,29 @@ def not_a_model(form: str, path: Path) -> NotAModelError:
     """The error for a file that is `form` (a key of NOT_A_MODEL) instead of a model."""
     message, hint = NOT_A_MODEL[form]
     return NotAModelError(message, path, hint)
+
+
+def looks_like_pickle_start(head: bytes) -> bool:
+    """Whether bytes start like a pickle: a PROTO 0..5 opcode, or any opcode for protocols 0/1."""
+    if head[:1] == b"\x80":
+        return len(head) > 1 and head[1] <= 5
+    return head[:1] in _OPCODE_BYTES
+
+
+def is_tar(head: bytes) -> bool:
+    """Whether the first 512 bytes are a valid tar header (what torch's legacy loader tries first)."""
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False
+    return True
+
+
+def container_of(head: bytes) -> str:
+    """How torch.load would read a file with these first bytes: "zip", "tar" or "stream"."""
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    return "tar" if is_tar(head) else "stream"
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -97,3 +124,21 @@ def read_head(path: Path) -> tuple[bytes, int]:
     except OSError as exc:
         raise NotAModelError(f"cannot be read ({exc.strerror}).", path,
                              "Check the path and its permissions.") from None
+
+
+class Sniffed(NamedTuple):
+    """What one read of a file's head told: its first bytes, its size and the form they name."""
+
+    path: Path
+    head: bytes
+    size: int
+    form: str  # a value of what_is
+
+
+def sniff(path: Path) -> Sniffed:
+    """Read a file's head once and name its form (see what_is); hand the result down.
+
+    Raises NotAModelError if it is missing, a folder or unreadable.
+    """
+    head, size = read_head(path)
+    return Sniffed(path, head, size, what_is(head, size, path.suffix.lower()))

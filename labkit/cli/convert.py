@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from labkit.cli.dispatch import Outcome
+    from labkit.cli.result import Outcome
 
 FORMS = {"pickle": "a pickle checkpoint", "safetensors": "a .safetensors file",
          "folder": "a diffusers folder"}
@@ -171,7 +171,7 @@ def _size(path: Path) -> int:
 def run_convert(path: str, args: argparse.Namespace) -> list[Outcome]:
     """Convert one SRC to --out as one record: path, output, conversion, n_tensors, bytes.
     Raises LabkitError (bad input or refused DST), UnsafeFileError (a pickle the scan refuses)."""
-    from labkit.cli.dispatch import OK, Outcome
+    from labkit.cli.result import OK, Outcome
     from labkit.errors import LabkitError
     from labkit.files.opener import open_model
 

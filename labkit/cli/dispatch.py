@@ -16,16 +16,8 @@ from typing import Any, NamedTuple
 
 from labkit.cli import convert as convert_cli
 from labkit.cli import stats as stats_cli
+from labkit.cli.result import BAD_INPUT, OK, UNSAFE, Outcome
 from labkit.errors import LabkitError, UnsafeFileError
-
-OK, UNSAFE, BAD_INPUT = 0, 1, 2
-
-
-class Outcome(NamedTuple):
-    """One record to print and the exit code it earns."""
-
-    record: dict[str, Any]
-    code: int
 
 
 class Command(NamedTuple):

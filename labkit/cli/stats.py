@@ -45,7 +45,7 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _record(head: dict[str, Any], frame: pd.DataFrame, args: argparse.Namespace) -> Any:
-    from labkit.cli.dispatch import OK, Outcome
+    from labkit.cli.result import OK, Outcome
 
     if args.csv and not args.json:
         table = frame.copy()

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from labkit.embeddings.figures import map_figure, norm_histogram, similarity_heatmap
 from labkit.embeddings.textual_inversion import (
     TextualInversion,
     load_textual_inversion,
+    loaded_tokens,
     read_textual_inversion,
+    unload_textual_inversion,
 )
-from labkit.embeddings.vectors import nearest_tokens, prompt_vectors, token_table, token_vector
+from labkit.embeddings.vectors import (
+    cosine_matrix,
+    nearest_tokens,
+    neighbour_map,
+    prompt_similarity,
+    prompt_vectors,
+    token_table,
+    token_vector,
+    vocabulary_norms,
+    with_and_without,
+)
 
-__all__ = ["TextualInversion", "load_textual_inversion", "nearest_tokens", "prompt_vectors",
-           "read_textual_inversion", "token_table", "token_vector"]
+__all__ = ["TextualInversion", "cosine_matrix", "load_textual_inversion", "loaded_tokens",
+           "map_figure", "nearest_tokens", "neighbour_map", "norm_histogram", "prompt_similarity",
+           "prompt_vectors", "read_textual_inversion", "similarity_heatmap", "token_table",
+           "token_vector", "unload_textual_inversion", "vocabulary_norms", "with_and_without"]

@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 from labkit.families.compare import compare_table, verdict
-from labkit.families.tables import family_table, key_table, parts
+from labkit.families.tables import (
+    conditioning,
+    conditioning_tensors,
+    conditioning_widths,
+    family_parts,
+    family_table,
+    family_tables,
+    key_table,
+    layout_prefixes,
+    lora_layout,
+    parts,
+    unet_levels,
+)
 
-__all__ = ["compare_table", "family_table", "key_table", "parts", "verdict"]
+__all__ = ["compare_table", "conditioning", "conditioning_tensors", "conditioning_widths",
+           "family_parts", "family_table", "family_tables", "key_table", "layout_prefixes",
+           "lora_layout", "parts", "unet_levels", "verdict"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from labkit.errors import CorruptFileError, NotAModelError
 from labkit.files.model_file import ModelFile, TensorSource
+from labkit.files.single import open_file
 from labkit.tensors import TensorInfo
 
 MODEL_INDEX = "model_index.json"
@@ -88,8 +89,6 @@ def _pick(folder: Path, variant: str | None) -> tuple[list[Path], dict[str, str]
 def _component(folder: Path, variant: str | None, prefix: str,
                table: dict[str, TensorInfo], where: dict[str, tuple[TensorSource, str]]) -> bool:
     """Add one component's tensors under prefix; False if the folder holds no weights."""
-    from labkit.files.opener import open_file
-
     found = _pick(folder, variant)
     if found is None:
         return False

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from labkit.errors import CorruptFileError, IncompatibleModelError
+from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError
+from labkit.hashes import file_hashes
+from labkit.identify import identify
 from labkit.tensors import DTYPES, TensorInfo, info_of
 
 if TYPE_CHECKING:
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
 
 MAX_META_CHARS = 2000  # a non-tensor leaf of a pickle is kept as text up to this length
 _MAX_DEPTH = 32
+# Analyses that layers above files offer as ModelFile methods, registered by them on import
+# (files knows nothing of statistics): name -> function(model, **options).
+ANALYSES: dict[str, Callable[..., Any]] = {}
 NAMED_DTYPES = frozenset(dt for dt, _ in DTYPES.values() if dt is not None)
 
 
@@ -167,8 +172,6 @@ class ModelFile:
     def identity(self) -> Any:
         """What the file is (labkit.identify.identity.Identity), computed once from the table."""
         if self._identity is None:
-            from labkit.identify.identity import identify
-
             self._identity = identify(self.table, self.metadata)
         return self._identity
 
@@ -184,15 +187,17 @@ class ModelFile:
 
     def hashes(self, progress: bool = True) -> dict:
         """Civitai's hashes of the file (labkit.hashes.file_hashes)."""
-        from labkit.hashes import file_hashes
-
         return file_hashes(self.path, progress=progress)
 
     def stats(self, pattern: str | None = None, progress: bool = True) -> pd.DataFrame:
-        """Per-tensor statistics, streamed (labkit.stats.per_tensor.tensor_stats)."""
-        from labkit.stats.per_tensor import tensor_stats
+        """Per-tensor statistics, streamed (labkit.stats.tensor_stats, registered by labkit.stats).
 
-        return tensor_stats(self, pattern=pattern, progress=progress)
+        Raises LabkitError if labkit.stats was never imported (labkit.open_model imports it).
+        """
+        if "stats" not in ANALYSES:
+            raise LabkitError("statistics are not loaded.", self.path,
+                              "Import labkit.stats (or use labkit.open_model, which does).")
+        return ANALYSES["stats"](self, pattern=pattern, progress=progress)
 
     @property
     def n_params(self) -> int:
@@ -205,10 +210,7 @@ class ModelFile:
         return sum(i.nbytes for i in self.table.values())
 
     def _summary(self) -> dict[str, str]:
-        try:
-            kind, base = self.kind, self.base
-        except ImportError:  # identify not installed in a partial checkout
-            kind = base = "?"
+        kind, base = self.kind, self.base
         dtypes = Counter(i.dtype for i in self.table.values())
         return {
             "format": self.format, "kind": kind, "base": base,

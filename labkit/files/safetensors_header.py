@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from labkit.errors import CorruptFileError, NotAModelError
+from labkit.sniff import MAX_HEADER
 from labkit.tensors import DTYPES, TensorInfo
 
-MAX_HEADER = 100_000_000  # the reference reader's limit on N
 _ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 _REDOWNLOAD = "The file is damaged or was cut short: download it again."
 _BITS = {name: int(size * 8) for name, (_, size) in DTYPES.items()}

@@ -38,6 +38,7 @@ from labkit.generate.sampling import (
     native_size,
     set_scheduler,
 )
+from labkit.identify.rules import DEMO_BASES
 
 
 class _TorchvisionNotice(logging.Filter):
@@ -65,7 +66,6 @@ GPU_HEADROOM = 1.5
 GPU_SLICING = 1.05
 PIPELINE_CACHE_SIZE = 2
 
-DEMO_BASES = ("demo_sd1", "demo_sdxl")
 
 
 @dataclass(frozen=True)

@@ -84,13 +84,11 @@ def check_family(pipe: Any, base: str, path: str | Path, noun: str, form: str) -
     known SD1-style family `base` (a `noun` of `form` "adapter" or "embedding") meets an
     SDXL-style pipeline, or the reverse. Files of the pipeline's style pass: their shapes are
     checked one by one where they are loaded."""
-    from labkit.generate.pipelines import DEMO_BASES
-
     build = pipeline_build(pipe)
     if base not in BUILDS or BUILDS[base].xl == build.xl:
         return
     family = pipeline_family(pipe)
-    demo = f" (the demo world's: labkit.generate.pipelines.demo_config({base!r}))" if base in DEMO_BASES \
+    demo = f" (the demo world's: labkit.generate.demo_config({base!r}))" if base in R.DEMO_BASES \
         else ""
     raise IncompatibleModelError(
         f"this {noun} is for {base} ({describe(BUILDS[base], form)}); the pipeline is {family} "

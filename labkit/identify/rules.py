@@ -64,6 +64,7 @@ REAL_CONTEXT_DIMS = frozenset({768, 1024, 1280, 2048})
 DEMO_SD1_WIDTH = 32
 DEMO_SDXL_WIDTHS = (DEMO_SD1_WIDTH, 48)
 DEMO_SDXL_CONTEXT = sum(DEMO_SDXL_WIDTHS)
+DEMO_BASES = ("demo_sd1", "demo_sdxl")  # the base names of the lab's demo models
 # Prefixes that only SDXL-style checkpoints use for their text encoders.
 XL_PREFIXES = ("conditioner.embedders.",)
 EDM_KEY = "edm_mean"

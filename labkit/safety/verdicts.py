@@ -13,8 +13,8 @@ from labkit.safety.rules import (
     GlobalRef,
     grade,
 )
-from labkit.safety.walk import container_of, scan_file
-from labkit.sniff import not_a_model, not_pickle, read_head, what_is
+from labkit.safety.walk import scan_file
+from labkit.sniff import Sniffed, container_of, not_a_model, not_pickle, sniff
 
 __all__ = ["GlobalRef", "Verdict", "scan", "safe_load", "LightningCheckpointStandIn"]
 
@@ -71,15 +71,14 @@ LightningCheckpointStandIn.__module__ = "pytorch_lightning.callbacks.model_check
 LightningCheckpointStandIn.__qualname__ = "ModelCheckpoint"
 
 
-def scan(path: str | Path) -> Verdict:
+def scan(path: str | Path, sniffed: Sniffed | None = None) -> Verdict:
     """Grade every pickle inside a file without running or importing anything it names.
 
     A safetensors or GGUF file holds no pickle: its verdict is safe. Raises NotAModelError if
     the file is missing, unreadable, or neither a pickle nor a model format.
     """
     path = Path(path)
-    head, size = read_head(path)
-    form = what_is(head, size, path.suffix.lower())
+    path, head, size, form = sniffed or sniff(path)
     if form in NO_PICKLE:
         return Verdict(path, form)
     if form not in ("pickle", "maybe_pickle"):
@@ -147,7 +146,7 @@ def refuse(verdict: Verdict) -> UnsafeFileError:
                            verdict.path, _UNSAFE_HINT, verdict=verdict)
 
 
-def safe_load(path: str | Path) -> object:
+def safe_load(path: str | Path, verdict: Verdict | None = None) -> object:
     """Scan, then load with torch.load(weights_only=True) mapping Lightning/numpy names to inert ones.
 
     Raises UnsafeFileError (with .verdict) when the scan refuses, NotAModelError when the file
@@ -156,7 +155,7 @@ def safe_load(path: str | Path) -> object:
     import torch
 
     path = Path(path)
-    verdict = scan(path)
+    verdict = verdict or scan(path)
     if verdict.container in NO_PICKLE:
         raise NotAModelError("holds no pickle the lab can read.", path,
                              "Is it a model file? Open it with labkit.open_model to see what it is.")

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from labkit.sniff import ZIP_MAGIC, looks_like_pickle_start
+
 MAX_LINE = 64 * 1024  # longest text line (GLOBAL / INST names, protocol-0 values) read at once
 MAX_STRING_KEPT = 4096  # longer strings are not kept on the simulated stack
 MAX_INFLATED = 256 * 1024 * 1024  # largest compressed zip pickle inflated for scanning
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch's legacy (pre-zip) stream starts with this int
 LEGACY_PICKLES = 5  # magic, protocol, sys_info, the object, storage keys
-ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = 30
 
 _STRING_OPS = frozenset(
@@ -27,7 +28,6 @@ _STRING_OPS = frozenset(
 _PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
-_OPCODE_BYTES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
 _UNKNOWN = object()
 
 
@@ -214,13 +214,6 @@ def _short(exc: Exception) -> str:
     return text[:200]
 
 
-def looks_like_pickle_start(head: bytes) -> bool:
-    """Whether bytes start like a pickle: a PROTO 0..5 opcode, or any opcode for protocols 0/1."""
-    if head[:1] == b"\x80":
-        return len(head) > 1 and head[1] <= 5
-    return head[:1] in _OPCODE_BYTES
-
-
 def walk_stream(window: Window, label: str, strict_first: bool) -> list[PickleFindings]:
     """Walk consecutive pickles of a raw stream (torch's legacy format holds five, then data)."""
     results: list[PickleFindings] = []
@@ -303,22 +296,6 @@ def scan_tar(f: BinaryIO, file_size: int) -> list[PickleFindings]:
         end = min(member.offset_data + member.size, file_size)
         results += walk_stream(Window(f, member.offset_data, end), member.name, strict_first=False)
     return results
-
-
-def is_tar(head: bytes) -> bool:
-    """Whether the first 512 bytes are a valid tar header (what torch's legacy loader tries first)."""
-    try:
-        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
-    except (tarfile.HeaderError, ValueError):
-        return False
-    return True
-
-
-def container_of(head: bytes) -> str:
-    """How torch.load would read a file with these first bytes: "zip", "tar" or "stream"."""
-    if head.startswith(ZIP_MAGIC):
-        return "zip"
-    return "tar" if is_tar(head) else "stream"
 
 
 def scan_file(f: BinaryIO, file_size: int, container: str) -> Iterator[PickleFindings]:

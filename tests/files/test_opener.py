@@ -263,3 +263,30 @@ def test_tensors_the_table_cannot_name_go_to_metadata(tmp_path: Path) -> None:
     model = open_model(path)
     assert list(model.table) == ["w"]
     assert "complex128" in model.metadata["z"]
+
+
+@pytest.mark.parametrize("protocol_form", ["zip", "legacy"])
+def test_a_pickle_is_sniffed_once_and_scanned_once(tmp_path: Path, monkeypatch, protocol_form):
+    from labkit import sniff
+    from labkit.safety import verdicts
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, path,
+               _use_new_zipfile_serialization=protocol_form == "zip")
+    heads, walks = [], []
+    read_head, scan_file = sniff.read_head, verdicts.scan_file
+    monkeypatch.setattr(sniff, "read_head", lambda p: heads.append(p) or read_head(p))
+    monkeypatch.setattr(verdicts, "scan_file", lambda *a: walks.append(a) or scan_file(*a))
+    model = open_model(path)
+    assert list(model.table) == ["w"]
+    assert (len(heads), len(walks)) == (1, 1)
+
+
+def test_model_file_stats_comes_from_the_stats_layer(tmp_path: Path) -> None:
+    from labkit.files.model_file import ANALYSES
+    from labkit.stats import tensor_stats
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.arange(4.0)}, path)
+    assert ANALYSES["stats"] is tensor_stats
+    assert open_model(path).stats(progress=False)["mean"].tolist() == [1.5]

@@ -21,8 +21,8 @@ from labkit.files.opener import open_model
 from labkit.safety import verdicts as safety
 from labkit.safety.rules import ALLOWED, LIGHTNING_CHECKPOINT_NAMES, NUMPY_SCALAR_NAMES, grade
 from labkit.safety.walk import Window, walk, walk_stream
-from tests.fixtures.bounded import peak_bytes_reading
 from tests.fixtures import hostile_corpus
+from tests.fixtures.bounded import peak_bytes_reading
 
 NAMES = [e.name for e in hostile_corpus.entries("CANARY")]
 
