@@ -45,7 +45,7 @@ def identify(table: Table, metadata: Mapping[str, str] | None = None) -> Identit
     keys = [k for k in table if not k.startswith(R.IGNORED_PREFIXES)
             and k not in R.SCHEDULE_BUFFERS]
     notes = _notes(table, len(table) - len(keys))
-    for step in (_adapter, _embedding, _components):
+    for step in (_adapter, _embedding, _components, _small_vae):
         found = step(table, keys, metadata)
         if found is not None:
             return replace(found, evidence=found.evidence + notes)
@@ -71,8 +71,8 @@ def _looked_for(keys: list[str]) -> str:
     kinds = ", ".join(ss[0] for _, ss in R.ADAPTER_KINDS)
     first = ", ".join(keys[:3]) or "(no tensors)"
     return (f"no known layout among {len(keys)} keys: looked for adapter suffixes ({kinds}, "
-            ".lora_A.weight), textual-inversion forms (string_to_param.*, emb_params, "
-            "clip_l + clip_g, one {token: vector} key) and component marker keys ("
+            ".lora_A.weight), TI forms (string_to_param.*, emb_params, clip_l + clip_g, "
+            "one {token: vector} key), TAESD / VAE-approx shapes and component marker keys ("
             + ", ".join(_MARKERS) + f"); first keys: {first}")
 
 
@@ -274,6 +274,17 @@ def _find_components(table: Table, keys: list[str]) -> list[_Component]:
             claimed.add(key)
             found.append(_Component(row, prefix))
     return found
+
+
+def _small_vae(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Identity | None:
+    """TAESD-family and A1111 VAE-approx files, by exactly their keys and shapes."""
+    if (found := R.small_vae({k: table[k].shape for k in keys})) is None:
+        return None
+    variant, form, c = found
+    evidence = [f"{form}: its {len(keys)} tensors, {c} latent channels",
+                R.SMALL_VAE_LATENTS.get(c, f"{c} latent channels: no known VAE")]
+    base, told, source = _told_base(None, metadata, evidence)
+    return Identity("vae", base, [variant, *told], source, evidence)
 
 
 def _describe(table: Table, comp: _Component) -> str:

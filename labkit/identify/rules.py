@@ -124,6 +124,69 @@ VAE_LATENTS = {
     16: "16 latent channels: the SD3/Flux VAE layout (both share it, the base is not told)",
 }
 
+# ---- small VAEs: told by content, exactly their keys and shapes ("C" = the latent channels) ----
+# TAESD (madebyollin/taesd taesd.py) is an nn.Sequential: (in, out, bias) a 3x3 conv, "B" a
+# Block(64, 64) (conv.0/.2/.4, with bias, no skip), None a layer without weights (Clamp, ReLU,
+# Upsample). Its .pth files hold bare indices, encoder and decoder apart; diffusers'
+# AutoencoderTiny holds both as encoder.layers.N / decoder.layers.N (the decoder's Clamp dropped).
+_TAESD_DOWN = (64, 64, False)
+TAESD_ENCODER = ((3, 64, True), "B", _TAESD_DOWN, "B", "B", "B", _TAESD_DOWN, "B", "B", "B",
+                 _TAESD_DOWN, "B", "B", "B", (64, "C", True))
+TAESD_DECODER = (None, ("C", 64, True), None, "B", "B", "B", None, _TAESD_DOWN, "B", "B", "B",
+                 None, _TAESD_DOWN, "B", "B", "B", None, _TAESD_DOWN, "B", (64, 3, True))
+# A1111 modules/sd_vae_approx.py VAEApprox: (out, in, kernel) of conv1..conv8, each with a bias.
+VAE_APPROX = ((8, "C", 7), (16, 8, 5), (32, 16, 3), (64, 32, 3), (32, 64, 3), (16, 32, 3),
+              (8, 16, 3), (3, 8, 3))
+Shapes = dict[str, tuple[int | str, ...]]
+
+
+def _taesd_shapes(layers: tuple[object, ...], prefix: str = "", first: int = 0) -> Shapes:
+    """{key: shape} of a TAESD nn.Sequential whose indices count from `first`."""
+    shapes: Shapes = {}
+    for i, spec in enumerate(layers, first):
+        convs = ([] if spec is None else [(f"{i}.conv.{j}", 64, 64, True) for j in (0, 2, 4)]
+                 if spec == "B" else [(f"{i}", *spec)])
+        for name, cin, cout, bias in convs:
+            shapes[f"{prefix}{name}.weight"] = (cout, cin, 3, 3)
+            if bias:
+                shapes[f"{prefix}{name}.bias"] = (cout,)
+    return shapes
+
+
+# Ordered (variant, form, shapes): the first whose keys and shapes the table has exactly wins.
+SMALL_VAES: tuple[tuple[str, str, Shapes], ...] = (
+    ("tiny", "TAESD encoder (.pth, bare indices)", _taesd_shapes(TAESD_ENCODER)),
+    ("tiny", "TAESD decoder (.pth, bare indices)", _taesd_shapes(TAESD_DECODER)),
+    ("tiny", "TAESD in diffusers AutoencoderTiny form (encoder.layers / decoder.layers)",
+     {**_taesd_shapes(TAESD_ENCODER, "encoder.layers."),
+      **_taesd_shapes(TAESD_DECODER, "decoder.layers.", -1)}),
+    ("approx", "A1111 VAE-approx (conv1..conv8)",
+     {key: shape for n, (cout, cin, k) in enumerate(VAE_APPROX, 1)
+      for key, shape in ((f"conv{n}.weight", (cout, cin, k, k)), (f"conv{n}.bias", (cout,)))}),
+)
+# Within a latent width every shape is the same: taesd = taesdxl, taesd3 = taef1, and A1111's
+# model.pt (SD1/SD2) = vaeapprox-sdxl.pt.
+SMALL_VAE_LATENTS = {
+    4: "4 latent channels: SD1/SD2/SDXL (taesd and taesdxl, model.pt and vaeapprox-sdxl.pt "
+       "have the same shapes; the base is not told)",
+    16: "16 latent channels: SD3/Flux (both latents are 16 wide, taesd3 and taef1 have the same "
+        "shapes; the base is not told)",
+}
+
+
+def small_vae(shapes: dict[str, tuple[int, ...]]) -> tuple[str, str, int] | None:
+    """(variant, form, latent channels) of the first SMALL_VAES row whose keys and shapes the
+    table has exactly, one latent channel count standing for "C" throughout; else None."""
+    for variant, form, want in SMALL_VAES:
+        if shapes.keys() != want.keys():
+            continue
+        latent = {shapes[k][i] for k, s in want.items() if len(shapes[k]) == len(s)
+                  for i, d in enumerate(s) if d == "C"}
+        c = min(latent, default=0)
+        if all(shapes[k] == tuple(c if d == "C" else d for d in s) for k, s in want.items()):
+            return variant, form, c
+    return None
+
 # ---- adapters ----
 # Ordered: the first kind with any key wins (a DoRA file also has lora_down/up keys).
 ADAPTER_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
