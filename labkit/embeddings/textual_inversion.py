@@ -30,6 +30,8 @@ STEP_KEYS = ("step", "ss_steps", "global_step")
 # A text encoder's width -> the family that uses it.
 WIDTH_FAMILIES = {768: "SD1, or SDXL's first encoder", 1024: "SD2", 1280: "SDXL's second encoder"}
 MULTI_VECTOR = "{token}_{i}"  # diffusers' names for a multi-vector embedding's extra rows
+# The ldm code saves each placeholder's token id as a 0-d tensor (A1111 as an int): not a vector.
+TOKEN_ID_PREFIX = "string_to_token."
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TextualInversion:
 
 def _form_keys(keys: list[str]) -> tuple[str, dict[str, list[str]]]:
     """The container form and, per encoder, the tensor names holding its vectors."""
+    keys = [k for k in keys if not k.startswith(TOKEN_ID_PREFIX)]
     if keys and all(k.startswith(TI_A1111_PREFIX) for k in keys):
         return "a1111", {"text_encoder": keys}
     if keys == [TI_EMB_PARAMS]:

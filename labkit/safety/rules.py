@@ -34,6 +34,9 @@ LIGHTNING_CHECKPOINT_NAMES = (
     "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
 )
 NUMPY_SCALAR_NAMES = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
+# rinongal's ldm EmbeddingManager (and early A1111) saves string_to_param as this container;
+# the loader lets torch's weights_only unpickler build it (verdicts._stand_ins).
+PARAMETER_DICT_NAME = "torch.nn.modules.container.ParameterDict"
 
 ALLOWED: dict[str, str] = {
     **dict.fromkeys(_REBUILDERS, _REBUILD),
@@ -45,6 +48,7 @@ ALLOWED: dict[str, str] = {
     "torch.device": "torch device name",
     "torch.Tensor": "torch tensor class",
     "torch.nn.parameter.Parameter": "torch parameter",
+    PARAMETER_DICT_NAME: "torch ParameterDict (a dict of parameters: original textual inversion files)",
     "torch.serialization._get_layout": "torch tensor layout",
     "collections.OrderedDict": "ordered dict (state dicts)",
     "_codecs.encode": "bytes under pickle protocol 2",

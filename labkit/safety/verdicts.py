@@ -10,6 +10,7 @@ from labkit.errors import CorruptFileError, LabkitError, NotAModelError, UnsafeF
 from labkit.safety.rules import (
     LIGHTNING_CHECKPOINT_NAMES,
     NUMPY_SCALAR_NAMES,
+    PARAMETER_DICT_NAME,
     GlobalRef,
     grade,
 )
@@ -127,8 +128,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _stand_ins() -> list[tuple[object, str]]:
-    """The inert objects the loader maps Lightning and numpy names to."""
+    """The inert objects the loader maps Lightning and numpy names to, and the torch classes
+    beyond torch's own weights_only allowlist that it may build (ParameterDict)."""
     import numpy as np
+    import torch
 
     core = getattr(np, "_core", None) or np.core
     dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFD"}
@@ -136,6 +139,7 @@ def _stand_ins() -> list[tuple[object, str]]:
         [(LightningCheckpointStandIn, n) for n in LIGHTNING_CHECKPOINT_NAMES]
         + [(core.multiarray.scalar, n) for n in NUMPY_SCALAR_NAMES]
         + [(np.dtype, "numpy.dtype")]
+        + [(torch.nn.ParameterDict, PARAMETER_DICT_NAME)]
         + [(t, f"{t.__module__}.{t.__qualname__}") for t in dtypes]
     )
 
