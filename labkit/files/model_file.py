@@ -78,7 +78,7 @@ def _flatten(obj: object, prefix: str, tensors: dict[str, torch.Tensor] | None,
         if tensors is not None:
             tensors[prefix.rstrip(".")] = obj
         return
-    if depth < _MAX_DEPTH and isinstance(obj, Mapping):
+    if depth < _MAX_DEPTH and isinstance(obj, Mapping | torch.nn.ParameterDict):
         for key, value in obj.items():
             _flatten(value, f"{prefix}{_leaf_text(key)}.", tensors, meta, depth + 1)
     elif depth < _MAX_DEPTH and isinstance(obj, list | tuple) and any(

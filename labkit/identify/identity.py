@@ -224,6 +224,7 @@ def _adapter_dims_base(table: Table, kind: str, modules: dict[str, dict[str, str
 
 def _ti_vectors(table: Table, keys: list[str]) -> tuple[str, list[TensorInfo]] | None:
     """(container form, vectors per encoder) when the table is one of the four TI forms."""
+    keys = [k for k in keys if not k.startswith(R.TI_TOKEN_PREFIX)]  # ldm's token id, a 0-d tensor
     if keys and all(k.startswith(R.TI_A1111_PREFIX) for k in keys):
         return "A1111 string_to_param", [table[k] for k in keys]
     if keys == [R.TI_EMB_PARAMS]:

@@ -244,6 +244,7 @@ ADAPTER_FAMILY_HINTS = (
 # ---- textual inversion ----
 TI_A1111_PREFIX = "string_to_param."
 TI_EMB_PARAMS = "emb_params"
+TI_TOKEN_PREFIX = "string_to_token."  # the original ldm code pickles the token id as a tensor
 TI_SDXL_KEYS = ("clip_l", "clip_g")
 TI_MAX_VECTORS = 75  # a prompt holds 75 tokens; more rows is not an embedding
 TI_WIDTH_BASES = {(768,): "sd1", (1024,): "sd2", (768, 1280): "sdxl",

@@ -23,12 +23,6 @@ LDM_GLOBALS = {
 # Which module numpy's scalar comes from depends on the numpy that wrote the file.
 A1111_NUMPY_GLOBALS = {"torch._utils._rebuild_tensor_v2", "torch.FloatStorage",
                        "collections.OrderedDict", "numpy.dtype", "_codecs.encode"}
-# Identification needs labkit/files (ParameterDict flattened) and labkit/identify (string_to_token.*).
-NEEDS_FLATTEN_AND_IDENTIFY = pytest.mark.xfail(
-    strict=False, reason="model_file._flatten keeps a ParameterDict as a metadata string, and "
-    "identity._ti_vectors counts the ldm string_to_token.* 0-d tensor as a vector key")
-
-
 def _whys(verdict: safety.Verdict) -> dict[str, str]:
     return {f"{g.module}.{g.name}": g.why for g in verdict.globals}
 
@@ -79,7 +73,6 @@ def test_a1111_numpy_step_ti_opens_and_reads(tmp_path: Path, width: int, base: s
     assert torch.equal(ti.vectors["text_encoder"], vec)
 
 
-@NEEDS_FLATTEN_AND_IDENTIFY
 @pytest.mark.parametrize(("width", "base"), [(768, "sd1"), (1024, "sd2")])
 def test_ldm_ti_opens_and_reads(tmp_path: Path, width: int, base: str) -> None:
     path, vec = _ldm(tmp_path, width)

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from labkit.errors import CorruptFileError, LabkitError, NotAModelError, UnsafeFileError
 from labkit.files.opener import open_model
 from labkit.safety import verdicts as safety
-from labkit.safety.rules import ALLOWED, LIGHTNING_CHECKPOINT_NAMES, NUMPY_SCALAR_NAMES, grade
+from labkit.safety.rules import (
+    ALLOWED,
+    LIGHTNING_CHECKPOINT_NAMES,
+    NUMPY_SCALAR_NAMES,
+    PARAMETER_DICT_NAME,
+    grade,
+)
 from labkit.safety.walk import Window, walk, walk_stream
 from tests.fixtures import hostile_corpus
 from tests.fixtures.bounded import peak_bytes_reading
@@ -88,7 +94,8 @@ def test_scanning_imports_nothing_the_file_names(tmp_path: Path) -> None:
 def test_allowlist_is_within_torchs_weights_only_set() -> None:
     from torch._weights_only_unpickler import _get_allowed_globals
 
-    ours = set(ALLOWED) - set(LIGHTNING_CHECKPOINT_NAMES) - set(NUMPY_SCALAR_NAMES) - {"numpy.dtype"}
+    ours = (set(ALLOWED) - set(LIGHTNING_CHECKPOINT_NAMES) - set(NUMPY_SCALAR_NAMES)
+            - {"numpy.dtype", PARAMETER_DICT_NAME})  # the loader adds these to torch's set itself
     assert ours <= set(_get_allowed_globals())
     assert "torch._utils._rebuild_tensor_v2" in ours and "torch.FloatStorage" in ours
 
