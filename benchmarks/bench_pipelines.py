@@ -67,12 +67,12 @@ def _demo_pipeline():
 def bench_generate(pipe, what: str, steps: int = 20) -> None:
     import torch
 
-    from labkit.generate import pipelines
-    pipelines.set_scheduler(pipe, "euler")
-    height, width = pipelines.native_size(pipe)
+    from labkit.generate import sampling
+    sampling.set_scheduler(pipe, "euler")
+    height, width = sampling.native_size(pipe)
 
     def lab() -> object:
-        return pipelines.generate(pipe, PROMPT, seed=0, steps=steps, progress=False)
+        return sampling.generate(pipe, PROMPT, seed=0, steps=steps, progress=False)
 
     def anchor() -> object:
         generator = torch.Generator(device=pipe.device).manual_seed(0)
@@ -107,7 +107,7 @@ def bench_real_size(gpu: bool) -> None:
     """Load SD1.5 from a real-layout zero file offline; with a GPU, fp16 512x512 it/s."""
     import torch
 
-    from labkit.generate import pipelines
+    from labkit.generate import pipelines, sampling
     with tempfile.TemporaryDirectory() as tmp:
         path = zero_file("sd15.json", Path(tmp) / "sd15_zeros.safetensors")
         start = time.perf_counter()
@@ -124,7 +124,7 @@ def bench_real_size(gpu: bool) -> None:
                         generator=generator).images
 
         lab_s, anchor_s = alternate(
-            lambda: pipelines.generate(pipe, PROMPT, steps=steps, size=512, progress=False),
+            lambda: sampling.generate(pipe, PROMPT, steps=steps, size=512, progress=False),
             anchor, repeats=3)
         print(f"SD1.5-size fp16 512x512 on {torch.cuda.get_device_name(0)}: "
               f"{(anchor_s / lab_s):.2f}x ({steps / lab_s:.2f} it/s vs {steps / anchor_s:.2f} "

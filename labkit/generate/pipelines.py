@@ -26,18 +26,6 @@ from safetensors.torch import save_file
 from labkit.convert import shipped as model_configs
 from labkit.errors import IncompatibleModelError, LabkitError
 from labkit.generate.device import DeviceChoice, pick_device
-from labkit.generate.sampling import (
-    SCHEDULERS,
-    compare_schedulers,
-    components_table,
-    decode_latents,
-    denoise_steps,
-    encode_image,
-    generate,
-    latent_channels,
-    native_size,
-    set_scheduler,
-)
 from labkit.identify.rules import DEMO_BASES
 
 
@@ -53,12 +41,8 @@ class _TorchvisionNotice(logging.Filter):
 logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionNotice())
 
 # Making images lives in labkit.generate.sampling; its public names are offered here too.
-__all__ = [
-    "SCHEDULERS", "MemoryPlan", "cached_pipeline", "compare_schedulers", "components_table",
-    "config_for", "decode_latents", "demo_config", "denoise_steps", "encode_image", "generate",
-    "latent_channels", "load_pipeline", "memory_plan", "model_bytes", "native_size", "place",
-    "set_scheduler",
-]
+__all__ = ["MemoryPlan", "cached_pipeline", "config_for", "demo_config", "load_pipeline",
+           "memory_plan", "model_bytes", "place"]
 
 # Free memory must exceed the weights by this factor for a whole pipeline on the GPU (the
 # UNet's activations at SDXL size take a few GiB); above 1.0x, attention slicing still fits.

@@ -94,7 +94,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
         seed.value = random.randint(0, MAX_SEED)
 
     def work() -> None:
-        from labkit.generate import pipelines
+        from labkit.generate import pipelines, sampling
         status.value, parts.value = "<i>Loading the model (once per model)...</i>", ""
         pipe = pipelines.cached_pipeline(picker.resolve(), device=device,
                                          progress=False)
@@ -110,7 +110,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
 
         status.value = "<i>Denoising...</i>"
         bar.value = 0
-        result = pipelines.generate(
+        result = sampling.generate(
             pipe, prompt.value, negative.value, prompt_2=prompt_2.value, seed=seed.value,
             steps=steps.value, guidance=guidance.value, size=size.value or None,
             scheduler=scheduler.value, n_images=count.value,

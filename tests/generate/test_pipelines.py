@@ -12,7 +12,7 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from labkit.convert import forms as convert
 from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError, UnsafeFileError
-from labkit.generate import pipelines
+from labkit.generate import pipelines, sampling
 from labkit.generate.device import DeviceChoice
 from tests.fixtures.hostile_corpus import entries as hostile_entries
 from tests.fixtures.tiny_models import save_tiny
@@ -46,7 +46,7 @@ def forms(tmp_path_factory) -> dict[str, dict[str, Path]]:
 
 
 def _image(pipe) -> np.ndarray:
-    return np.asarray(pipelines.generate(pipe, "a red square", **FAST)[0], dtype=np.float64)
+    return np.asarray(sampling.generate(pipe, "a red square", **FAST)[0], dtype=np.float64)
 
 
 @pytest.mark.parametrize("family,cls", [("sd1", StableDiffusionPipeline),
@@ -94,7 +94,7 @@ def test_loading_never_touches_the_network(forms, monkeypatch):
         for form, path in f.items():
             config = None if form == "folder" else f["folder"]
             pipe = pipelines.load_pipeline(path, config=config, progress=False)
-            assert pipelines.generate(pipe, "x", **FAST), (family, form)
+            assert sampling.generate(pipe, "x", **FAST), (family, form)
 
 
 def test_the_reader_follows_the_content_not_the_suffix(forms, tmp_path):
@@ -219,7 +219,7 @@ DEMO_FORMS = ("demo_sd1", "demo_sd1_single", "demo_sd1_ckpt")
 @pytest.fixture(scope="module")
 def demo_images() -> dict[str, np.ndarray]:
     from labkit import zoo
-    return {name: np.asarray(pipelines.generate(
+    return {name: np.asarray(sampling.generate(
         pipelines.load_pipeline(zoo.path(name), progress=False), "a red circle", seed=1,
         steps=10, progress=False)[0], dtype=np.float64) for name in DEMO_FORMS}
 
@@ -258,7 +258,7 @@ def test_the_demo_sdxl_loads_from_its_folder_and_its_single_file_and_draws():
         pipe = pipelines.load_pipeline(zoo.path(name), device="cpu", progress=False)
         assert type(pipe) is StableDiffusionXLPipeline, name
         assert pipe.text_encoder_2 is not None and pipe.unet.config.cross_attention_dim == 80
-        images[name] = np.asarray(pipelines.generate(pipe, "a red circle", seed=1, steps=4,
+        images[name] = np.asarray(sampling.generate(pipe, "a red circle", seed=1, steps=4,
                                                      size=64, progress=False)[0],
                                   dtype=np.float64)
     assert images["demo_sdxl"].shape == (64, 64, 3) and images["demo_sdxl"].std() > 1.0
