@@ -59,7 +59,7 @@ CONTEXT_SUFFIX = "attn2.to_k.weight"
 REAL_CONTEXT_DIMS = frozenset({768, 1024, 1280, 2048})
 # The lab's demo models are told by their widths like a real family: their adapters carry no
 # metadata in the PEFT and A1111 forms, and the demo SDXL's kohya LoRA carries real SDXL's.
-# The demo SD1 (labkit/zoo/models.py) is 32 wide; the demo SDXL (labkit/zoo/xl_models.py) has
+# The demo SD1 (labkit/zoo/recipe/models.py) is 32 wide; the demo SDXL (labkit/zoo/xl/models.py) has
 # the same 32-wide first encoder, a 48-wide second one, and its UNet reads both side by side.
 DEMO_SD1_WIDTH = 32
 DEMO_SDXL_WIDTHS = (DEMO_SD1_WIDTH, 48)

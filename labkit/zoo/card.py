@@ -116,7 +116,7 @@ step (batch 32) in about 0.11 s: some 25 minutes for the whole recipe.
 - The model weights, images and this card: MIT, as labkit.
 - `tokenizer/vocab.json` and `merges.txt` are derived from `bpe_simple_vocab_16e6.txt.gz` of
   open_clip (open-clip-torch 3.3.0, MIT licence, text in `tokenizer/LICENSE-open_clip`), by
-  `labkit/zoo/tokenizer.py`: the 256 byte characters, the same with `</w>`, one token per merge
+  `labkit/zoo/recipe/tokenizer.py`: the 256 byte characters, the same with `</w>`, one token per merge
   for the first 48,894 merges, then `<|startoftext|>`, `<|endoftext|>`.
 """
 
