@@ -33,6 +33,8 @@ class Verdict:
     globals: list[GlobalRef] = field(default_factory=list)
     pickles: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    old_protocol: bool = False  # a raw stream of protocol 0/1 (no PROTO opcode), which torch's
+    # weights_only loader cannot read
 
     @property
     def safe(self) -> bool:
@@ -106,7 +108,8 @@ def scan(path: str | Path, sniffed: Sniffed | None = None) -> Verdict:
                                "It may be cut short: download it again.") from None
     if container == "zip":
         problems += _torch_cross_check(path, refs)
-    return Verdict(path, container, list(refs.values()), labels, problems)
+    old_protocol = container == "stream" and head[:1] != b"\x80"
+    return Verdict(path, container, list(refs.values()), labels, problems, old_protocol)
 
 
 def _torch_cross_check(path: Path, refs: dict[tuple[str, str], GlobalRef]) -> list[str]:
@@ -180,5 +183,11 @@ def safe_load(path: str | Path, verdict: Verdict | None = None) -> object:
     except LabkitError:
         raise
     except Exception as exc:  # torch/zip/pickle errors of a damaged file become the lab's error
+        if verdict.old_protocol:
+            raise CorruptFileError(
+                "is a pickle of protocol 0 or 1: its scan found nothing unsafe, but torch's safe "
+                f"loader (weights_only) cannot read these old protocols ({_first_line(exc)}).",
+                path, "Re-save it with torch.save (protocol 2 or later) where you trust it, "
+                "or ask for a safetensors copy.") from None
         raise CorruptFileError(f"torch could not load it: {_first_line(exc)}", path,
                                "The file may be truncated or damaged: download it again.") from None

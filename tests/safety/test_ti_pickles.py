@@ -123,3 +123,29 @@ def test_parameter_dict_with_a_hostile_global_is_refused(tmp_path: Path, writer:
     with pytest.raises(UnsafeFileError):
         safety.safe_load(path)
     assert not canary.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_benign_old_protocol_pickle_is_safe_and_its_error_names_the_protocol(tmp_path: Path,
+                                                                              protocol: int):
+    import pickle
+
+    from labkit.errors import CorruptFileError
+    from labkit.safety.verdicts import scan
+
+    path = tmp_path / f"state_proto{protocol}.pkl"
+    path.write_bytes(pickle.dumps({"w": [1.0, 2.0], "step": 3}, protocol=protocol))
+    verdict = scan(path)
+    assert verdict.safe and verdict.old_protocol
+    with pytest.raises(CorruptFileError, match="protocol 0 or 1: its scan found nothing unsafe"):
+        labkit.open_model(path)
+
+
+def test_a_modern_stream_pickle_is_not_called_old(tmp_path: Path):
+    import pickle
+
+    from labkit.safety.verdicts import scan
+
+    path = tmp_path / "state.pkl"
+    path.write_bytes(pickle.dumps({"step": 3}, protocol=2))
+    assert not scan(path).old_protocol
