@@ -3,10 +3,12 @@ of the modules they patch."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 
 from labkit.identify import rules as R
+from labkit.identify.adapter_styles import CANONICAL, canonical_table
 from labkit.identify.told import Identity, prediction_variants, told_base
 from labkit.tensors import TensorInfo
 
@@ -14,6 +16,8 @@ Table = Mapping[str, TensorInfo]
 
 _ADAPTER_SUFFIXES = (*(s for _, ss in R.ADAPTER_KINDS for s in ss), *R.ADAPTER_EXTRA_SUFFIXES)
 _ADAPTER_SUFFIX_SET = frozenset(_ADAPTER_SUFFIXES)
+_TRANSFORMER_NAMES = tuple((re.compile(p), base, why) for p, base, why in R.TRANSFORMER_NAMES)
+_TRANSFORMER_PROBES = tuple(re.compile(p) for p in R.TRANSFORMER_PROBES)
 
 
 def _adapter_suffix(key: str) -> str | None:
@@ -24,7 +28,11 @@ def _adapter_suffix(key: str) -> str | None:
 
 
 def adapter(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Identity | None:
-    """LoRA / LoHa / LoKr / full diff / DoRA, when most keys end with adapter suffixes."""
+    """LoRA / LoHa / LoKr / full diff / DoRA, when most keys end with adapter suffixes (in any
+    writer's key style, read through adapter_styles' canonical spelling)."""
+    canon = canonical_table({k: table[k] for k in keys})
+    table = {key: table[orig] for key, (orig, _) in canon.items()}
+    keys = list(canon)
     hits = [k for k in keys if k.endswith(_ADAPTER_SUFFIXES)]
     if not hits or 2 * len(hits) < len(keys):
         return None
@@ -42,6 +50,9 @@ def adapter(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Ident
     evidence = [f"{kind}: {len(modules)} modules in {naming} naming "
                 f"({', '.join(sorted(found.intersection(kind_suffixes)))}); parts: "
                 + ", ".join(f"{p} x{n}" for p, n in sorted(parts.items()))]
+    styles = Counter(s for _, found in canon.values() for s in found.styles or (CANONICAL,))
+    if set(styles) != {CANONICAL}:
+        evidence.append("key styles: " + ", ".join(f"{s} x{n}" for s, n in styles.most_common()))
     if kind in ("lora", "dora") and naming == "kohya/LyCORIS" and R.ALPHA_SUFFIX not in found:
         evidence.append("no .alpha keys: alpha = rank, so the scale alpha/rank is 1")
     dims_base, widths = _adapter_dims_base(table, kind, modules, set(parts), evidence)
@@ -72,6 +83,9 @@ def _adapter_dims_base(table: Table, kind: str, modules: dict[str, dict[str, str
                        parts: set[str], evidence: list[str]) -> tuple[str | None, str]:
     """The base told by cross-attention input dims and text-encoder widths if they agree, and
     the widths measured ("te1 32 / te2 48 / context 80")."""
+    transformer = _transformer_base(table, kind, modules, evidence)
+    if transformer is not None:
+        return transformer
     bases: dict[str, str] = {}
     seen: set[tuple[str, int]] = set()
     te_two = "te2" in parts  # PEFT names SDXL's first encoder text_encoder., kohya lora_te1_
@@ -93,13 +107,32 @@ def _adapter_dims_base(table: Table, kind: str, modules: dict[str, dict[str, str
         bases[what] = base
     widths = " / ".join(f"{what} {dim}" for what, dim in
                         sorted(seen, key=lambda w: (w[0] == "context", w)))
-    for fragment, hint in R.ADAPTER_FAMILY_HINTS:
-        if any(fragment in m for m in modules):
-            evidence.append(hint)
-            return None, widths
     told = set(bases.values())
     if len(told) == 1 and None not in told:
         return told.pop(), widths
     if len(told - {None}) > 1:
         evidence.append("the dims disagree: " + ", ".join(f"{w} -> {b}" for w, b in bases.items()))
     return None, widths
+
+
+def _transformer_base(table: Table, kind: str, modules: dict[str, dict[str, str]],
+                      evidence: list[str]) -> tuple[str | None, str] | None:
+    """(base, widths) of a Flux / SD3 adapter from its module names and hidden width; None when
+    no module is a transformer family's."""
+    named = {(base, why) for m in modules for p, base, why in _TRANSFORMER_NAMES if p.search(m)}
+    probe = next(((m, _in_dim(table, kind, s)) for m, s in modules.items()
+                  if any(p.search(m) for p in _TRANSFORMER_PROBES)), None)
+    if not named and probe is None:
+        return None
+    evidence += [why for _, why in sorted(named)]
+    by_name = {base for base, _ in named}
+    if probe is None or probe[1] is None:
+        return (by_name.pop() if len(by_name) == 1 else None), ""
+    module, width = probe
+    base = R.TRANSFORMER_WIDTH_BASES.get(width)
+    evidence.append(f"{module} input dim {width} -> "
+                    + (f"{R.BASE_NAMES[base]} hidden width" if base else "no known transformer width"))
+    if base is not None and by_name - {base}:
+        evidence.append(f"the names say {', '.join(sorted(by_name))} but the width says {base}")
+        return None, f"hidden {width}"
+    return base, f"hidden {width}"

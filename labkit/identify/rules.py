@@ -204,9 +204,12 @@ ALPHA_SUFFIX = ".alpha"
 # Module name prefix -> part of the base model it adapts.
 ADAPTER_PARTS = (
     ("lora_te1_", "te1"), ("lora_te2_", "te2"), ("lora_te3_", "te3"), ("lora_te_", "te"),
+    ("lora_unet_double_blocks_", "transformer"), ("lora_unet_single_blocks_", "transformer"),
+    ("lora_unet_joint_blocks_", "transformer"),
     ("lora_unet_", "unet"), ("lora_transformer_", "transformer"),
     ("text_encoder_2.", "te2"), ("text_encoder.", "te"), ("unet.", "unet"),
-    ("transformer.", "transformer"),
+    ("transformer.", "transformer"), ("double_blocks.", "transformer"),
+    ("single_blocks.", "transformer"), ("joint_blocks.", "transformer"),
 )
 
 # Suffixes whose tensor's dim 1 is the module's input width, per adapter kind.
@@ -229,17 +232,25 @@ PART_WIDTH_BASES = {("te", 768): "sd1", ("te", 1024): "sd2", ("te1", 768): "sdxl
                     ("te1", DEMO_SDXL_WIDTHS[0]): "demo_sdxl",
                     ("te2", DEMO_SDXL_WIDTHS[1]): "demo_sdxl"}
 # Bases whose widths are all another base's: the widths cannot tell them apart, metadata can.
-SAME_WIDTHS = {"playground": "sdxl"}
+SAME_WIDTHS = {"playground": "sdxl", "flux_dev": "flux", "flux_schnell": "flux"}
 # The base names in evidence and error messages.
 BASE_NAMES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "sdxl_refiner": "the SDXL refiner",
-              "playground": "Playground v2.5", "demo_sd1": "the lab's demo SD1",
+              "playground": "Playground v2.5", "sd3": "SD3",
+              "flux": "Flux.1", "flux_dev": "Flux.1 dev", "flux_schnell": "Flux.1 schnell",
+              "demo_sd1": "the lab's demo SD1",
               "demo_sdxl": "the lab's demo SDXL"}
-# Module-name fragments of transformer families whose adapters the dims cannot place.
-ADAPTER_FAMILY_HINTS = (
-    ("double_blocks", "Flux-style modules (double_blocks): dev and schnell share every key"),
-    ("single_transformer_blocks", "Flux-style modules (single_transformer_blocks)"),
-    ("joint_blocks", "SD3-style modules (joint_blocks)"),
+# Transformer families (Flux, SD3): module names that tell the family alone (canonical keys,
+# kohya's underscores or dots), and the modules whose input width is the hidden width.
+TRANSFORMER_NAMES: tuple[tuple[str, str, str], ...] = (
+    (r"(^|[._])(double_blocks|single_blocks|single_transformer_blocks)[._]\d", "flux",
+     "Flux double/single blocks: a Flux LoRA (dev and schnell share every module)"),
+    (r"(^|[._])joint_blocks[._]\d", "sd3", "SD3 joint blocks (MMDiT)"),
 )
+TRANSFORMER_PROBES = (r"^transformer\.(single_)?transformer_blocks\.\d+\.attn\.to_q$",
+                      r"[._]img_attn[._]qkv$", r"(^|[._])single_blocks[._]\d+[._]linear1$",
+                      r"[._]x_block[._]attn[._]qkv$")
+# Hidden width = 64 x the blocks of an SD3 (medium 24, 3.5 large 38); Flux.1 is 3072 wide.
+TRANSFORMER_WIDTH_BASES = {3072: "flux", 1536: "sd3", 2432: "sd3"}
 
 # ---- textual inversion ----
 TI_A1111_PREFIX = "string_to_param."
@@ -259,6 +270,7 @@ SS_BASE_VERSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sd_v2_v": ("sd2", ("v_prediction",)),
     "sdxl_base_v1-0": ("sdxl", ()),
     "sd3": ("sd3", ()),
+    "flux1": ("flux", ()),
     "labkit_demo_sd1": ("demo_sd1", ()),
     "labkit_demo_sdxl": ("demo_sdxl", ()),
 }

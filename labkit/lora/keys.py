@@ -19,8 +19,10 @@ from typing import Any
 
 from labkit.errors import LabkitError
 from labkit.identify import layouts
+from labkit.identify.adapter_styles import canonical_table
 from labkit.identify.blocks import block_label, block_sort_key
 from labkit.identify.fit import pipeline_family
+from labkit.tensors import TensorInfo
 
 # Tensor suffix -> role of the tensor in its module; the longest matching suffix wins.
 ROLES: tuple[tuple[str, str], ...] = (
@@ -129,12 +131,15 @@ def split_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-def group_keys(keys: Iterable[str]) -> tuple[list[FileModule], list[str]]:
-    """The file's keys grouped by module prefix, plus the keys with no adapter suffix."""
+def group_keys(table: Mapping[str, TensorInfo] | Iterable[str]) -> tuple[list[FileModule], list[str]]:
+    """The file's keys grouped by module (its canonical prefix, whatever the writer's key style),
+    plus the keys with no adapter suffix. A tensor table also tells bare SDXL encoder keys apart."""
+    if not isinstance(table, Mapping):
+        table = dict.fromkeys(table, TensorInfo((), ""))
     modules: dict[str, FileModule] = {}
     stray = []
-    for key in keys:
-        found = split_key(key)
+    for canonical, (key, _) in canonical_table(table).items():
+        found = split_key(canonical)
         if found is None:
             stray.append(key)
             continue
