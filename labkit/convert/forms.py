@@ -17,16 +17,20 @@ from typing import Literal
 
 import torch
 
+from labkit.convert.shipped import told_prediction
 from labkit.errors import IncompatibleModelError, LabkitError, NotAModelError
 from labkit.files.diffusers_folder import read_json
 from labkit.files.opener import ModelFile, open_model
 from labkit.identify import layouts
+from labkit.identify.rules import PREDICTION_TYPE_KEY
 from labkit.quiet import quiet_libraries
 from labkit.tensors import DTYPES
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 TMP_SUFFIX = ".partial"
+# Metadata a pickle written by the lab keeps beside state_dict and global_step.
+PICKLE_METADATA = (PREDICTION_TYPE_KEY,)
 
 # Components in model_index.json -> family of the single-file layout.
 FAMILY_BY_TEXT_ENCODERS = {
@@ -34,6 +38,12 @@ FAMILY_BY_TEXT_ENCODERS = {
     ("text_encoder", "text_encoder_2"): "sdxl",
     ("text_encoder_2",): "sdxl_refiner",
 }
+# (family so far, text_encoder's hidden_act) -> family: a lone OpenCLIP encoder is SD 2.x's.
+FAMILY_BY_ACTIVATION = {("sd1", "gelu"): "sd2"}
+# Families whose single file records the folder's prediction type (as modelspec values):
+# SD 2.x 768-v and 512-base share every key, so nothing else tells them apart.
+RECORD_PREDICTION = ("sd2",)
+MODELSPEC_PREDICTION = {"v_prediction": "v", "epsilon": "epsilon"}
 
 # Pipelines single_file_to_folder rebuilds, by model_index.json's _class_name.
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline",
@@ -152,13 +162,36 @@ def _family(model: ModelFile) -> str:
     family = FAMILY_BY_TEXT_ENCODERS.get(texts)
     if family is None or not {"unet", "vae"} <= model.components.keys():
         raise IncompatibleModelError(
-            "is not an SD1 or SDXL pipeline folder (needs unet, vae and text encoders).",
-            model.path, "Only SD1 and SDXL folders convert to one file.")
-    if family == "sd1" and read_json(model.components["text_encoder"] / "config.json").get(
-            "hidden_act") == "gelu":
-        raise IncompatibleModelError("has an OpenCLIP text encoder (SD2); SD2's single-file "
-                                     "layout is not supported yet.", model.path)
-    return family
+            "is not an SD1, SD2 or SDXL pipeline folder (needs unet, vae and text encoders).",
+            model.path, "Only SD1, SD2 and SDXL folders convert to one file.")
+    act = read_json(model.components[texts[0]] / "config.json").get("hidden_act")
+    return FAMILY_BY_ACTIVATION.get((family, act), family)
+
+
+def _scheduled_prediction(folder: Path) -> str | None:
+    """The prediction type a pipeline folder's scheduler config names (epsilon when it names
+    none, as diffusers reads it); None without a scheduler config."""
+    config = folder / "scheduler" / "scheduler_config.json"
+    return read_json(config).get("prediction_type", "epsilon") if config.is_file() else None
+
+
+def _recorded(family: str, folder: Path) -> dict[str, str]:
+    """The metadata a family's single file carries about its folder (its prediction type)."""
+    prediction = _scheduled_prediction(folder) if family in RECORD_PREDICTION else None
+    if prediction is None:
+        return {}
+    return {PREDICTION_TYPE_KEY: MODELSPEC_PREDICTION.get(prediction, prediction)}
+
+
+def _check_prediction(model: ModelFile, config: Path) -> None:
+    """Refuse a config folder whose scheduler contradicts the prediction type the file records."""
+    said, scheduled = told_prediction(model.metadata), _scheduled_prediction(config)
+    if said is not None and scheduled is not None and said != scheduled:
+        raise IncompatibleModelError(
+            f"records prediction type {said!r} ({PREDICTION_TYPE_KEY}), but the scheduler in "
+            f"{config} uses {scheduled!r}: the folder would sample wrongly.", model.path,
+            "Pass a config folder of the same prediction type (the lab's sd2_v for v, sd2_base "
+            "for epsilon).")
 
 
 # ---------------------------------------------------------------- tensor steps
@@ -205,8 +238,9 @@ def _write_single(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[st
             save_file(_unshared(tensors), str(tmp), metadata or None)
         else:
             step = metadata.get("global_step", "0")
-            torch.save({"state_dict": tensors, "global_step": int(step) if step.isdigit() else 0},
-                       tmp)
+            kept = {k: metadata[k] for k in PICKLE_METADATA if k in metadata}
+            torch.save({"state_dict": tensors,
+                        "global_step": int(step) if step.isdigit() else 0, **kept}, tmp)
     return dst
 
 
@@ -268,9 +302,10 @@ def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
                           dtype: torch.dtype | None = None,
                           include_ema: bool | str | os.PathLike | None = None,
                           overwrite: bool = False) -> Path:
-    """Write a diffusers SD1/SDXL folder as one file in the original layout (.safetensors, or
-    a zip pickle {"state_dict", "global_step"} for .ckpt). include_ema adds `model_ema.` copies
-    of the UNet: True copies the folder's own UNet, a path names an EMA UNet folder.
+    """Write a diffusers SD1/SD2/SDXL folder as one file in the original layout (.safetensors,
+    or a zip pickle {"state_dict", "global_step"} for .ckpt); an SD 2.x file records the
+    scheduler's prediction type as modelspec.prediction_type. include_ema adds `model_ema.`
+    copies of the UNet: True copies the folder's own UNet, a path names an EMA UNet folder.
     Raises NotAModelError, IncompatibleModelError, CorruptFileError, LabkitError."""
     folder, dst = _check_source(Path(folder), want_dir=True), Path(dst)
     _check_destination([folder], dst, overwrite, want_dir=False)
@@ -279,7 +314,8 @@ def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
             "has no model_index.json: not a diffusers pipeline folder.", folder,
             "Give the pipeline folder (with unet/, vae/, text_encoder/), not one component.")
     model = open_model(folder)
-    layout = layouts.make_layout(_family(model), read_json(folder / "unet" / "config.json"),
+    family = _family(model)
+    layout = layouts.make_layout(family, read_json(folder / "unet" / "config.json"),
                                  read_json(folder / "vae" / "config.json"))
     tensors: dict[str, torch.Tensor] = {}
     for name in layout.components:
@@ -289,13 +325,14 @@ def folder_to_single_file(folder: str | os.PathLike, dst: str | os.PathLike, *,
         ema = model if include_ema is True else open_model(
             _check_source(Path(include_ema), want_dir=True))
         tensors |= _ema_tensors(ema, layout)
-    return _write_single(_cast(tensors, dtype), dst, {})
+    return _write_single(_cast(tensors, dtype), dst, _recorded(family, folder))
 
 
 def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike, *,
                           config_folder: str | os.PathLike, overwrite: bool = False) -> Path:
     """Rebuild a diffusers folder from a single file with diffusers' own loader, offline, using
-    config_folder (model_index.json, component configs, tokenizers). Raises NotAModelError,
+    config_folder (model_index.json, component configs, tokenizers), whose scheduler must match
+    the prediction type the file records, if any. Raises NotAModelError,
     IncompatibleModelError, UnsafeFileError, LabkitError."""
     import diffusers
 
@@ -309,6 +346,7 @@ def single_file_to_folder(src: str | os.PathLike, dst_folder: str | os.PathLike,
     with atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent,
                                                                  prefix=".labkit-") as work:
         weights, model = src, _open_single(src)
+        _check_prediction(model, config)
         # diffusers would torch.load anything not named .safetensors: give it safetensors only.
         if model.format != "safetensors" or src.suffix != ".safetensors":
             weights = _rewrite(src, Path(work) / "model.safetensors", dtype=None, ema=None,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from labkit.errors import IncompatibleModelError
+from labkit.identify.rules import PREDICTION_TYPE_KEY, V_PREDICTION_VALUES
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 SHARED_TOKENIZER = CONFIG_ROOT / "clip_tokenizer"
@@ -63,10 +64,19 @@ def pipeline_class_name(base: str, kind: str = "checkpoint") -> str:
     return PIPELINE_CLASSES[base]
 
 
+def told_prediction(metadata: Mapping[str, str]) -> str | None:
+    """The prediction type a file's metadata records (modelspec.prediction_type), else None."""
+    said = metadata.get(PREDICTION_TYPE_KEY)
+    return "v_prediction" if said in V_PREDICTION_VALUES else said
+
+
 def prediction_of(base: str, variant: Sequence[str], metadata: Mapping[str, str]) -> str:
     """The prediction type of a checkpoint from its identity and metadata."""
     if "v_prediction" in variant:
         return "v_prediction"
+    said = told_prediction(metadata)
+    if said is not None:
+        return said
     if base == "sd2" and str(metadata.get("global_step", "")) != SD2_BASE_GLOBAL_STEP:
         return SD2_DEFAULT_PREDICTION
     return "epsilon"

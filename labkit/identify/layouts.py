@@ -6,8 +6,8 @@ follows its prefix (resnet and attention parts are renamed inside blocks), and a
 (`conv1x1`: VAE attention weights are 1x1 convs in the original layout and linear in diffusers;
 `transpose`: OpenCLIP's text_projection is a matrix used as x @ P, diffusers a Linear; `qkv`:
 OpenCLIP fuses q, k and v into one in_proj tensor). Block numbering depends on the UNet and VAE
-structure, so the UNet and VAE tables are built from their configs; SD1 and SDXL are the real
-families' tables.
+structure, so the UNet and VAE tables are built from their configs; SD1, SD2 and SDXL are the
+real families' tables.
 """
 
 from __future__ import annotations
@@ -122,6 +122,14 @@ OPEN_CLIP_PAIRS = (
     )),
 )
 
+# SD 2.x reads OpenCLIP-H at its penultimate layer: diffusers holds it as a CLIPTextModel (no
+# `text_model.` level in transformers 5, kept by older saves; no projection) without the last
+# resblock. The original keys such an encoder does not hold, by kind (prefixes end in ".").
+OPEN_CLIP_H_PAIRS = tuple(
+    p._replace(diffusers=p.diffusers.removeprefix(level))
+    for level in ("text_model.", "") for p in OPEN_CLIP_PAIRS if p.rule != "transpose")
+NOT_HELD = {"open_clip_h": ("transformer.resblocks.23.", "text_projection", "logit_scale")}
+
 # Tensors the original layout carries that no diffusers component has:
 # (component kind, key in the component) -> how to make them on export.
 ORIGINAL_ONLY = {
@@ -144,11 +152,12 @@ def ema_key(key: str) -> str:
     return EMA_PREFIX + key.removeprefix("model.").replace(".", "")
 
 
-TEXT_PAIRS = {"clip": CLIP_PAIRS, "open_clip": OPEN_CLIP_PAIRS}
+TEXT_PAIRS = {"clip": CLIP_PAIRS, "open_clip": OPEN_CLIP_PAIRS, "open_clip_h": OPEN_CLIP_H_PAIRS}
 
 # Family -> the single-file prefix of each text encoder: (component, kind, prefix).
 TEXT_ENCODERS = {
     "sd1": (("text_encoder", "clip", "cond_stage_model.transformer."),),
+    "sd2": (("text_encoder", "open_clip_h", "cond_stage_model.model."),),
     "sdxl": (("text_encoder", "clip", "conditioner.embedders.0.transformer."),
              ("text_encoder_2", "open_clip", "conditioner.embedders.1.model.")),
     "sdxl_refiner": (("text_encoder_2", "open_clip", "conditioner.embedders.0.model."),),
@@ -204,7 +213,7 @@ def vae_pairs(n_blocks: int, layers_per_block: int) -> tuple[Pair, ...]:
 
 
 def make_layout(family: str, unet: Mapping[str, Any], vae: Mapping[str, Any]) -> Layout:
-    """The layout of a family ("sd1", "sdxl", "sdxl_refiner") from its UNet and VAE configs."""
+    """The layout of a family ("sd1", "sd2", "sdxl", "sdxl_refiner") from its UNet and VAE configs."""
     if family not in TEXT_ENCODERS:
         raise ValueError(f"no single-file layout for family {family!r}; known: {sorted(TEXT_ENCODERS)}")
     has_attn = [("CrossAttn" in t) for t in unet["down_block_types"]]
@@ -220,9 +229,11 @@ def make_layout(family: str, unet: Mapping[str, Any], vae: Mapping[str, Any]) ->
 
 
 _SD_VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2}
-SD1 = make_layout("sd1", {"down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-                          "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-                          "layers_per_block": 2}, _SD_VAE)
+# SD 2.x's UNet has SD1's blocks (its proj_in/proj_out are linear on both sides).
+_SD_UNET = {"down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+            "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "layers_per_block": 2}
+SD1 = make_layout("sd1", _SD_UNET, _SD_VAE)
+SD2 = make_layout("sd2", _SD_UNET, _SD_VAE)
 SDXL = make_layout("sdxl", {"down_block_types": ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 2,
                             "up_block_types": ["CrossAttnUpBlock2D"] * 2 + ["UpBlock2D"],
                             "layers_per_block": 2}, _SD_VAE)
@@ -279,7 +290,8 @@ def _locate(key: str, layout: Layout) -> tuple[str, str, str | None] | None:
         if not key.startswith(comp.prefix):
             continue
         inner_key = key[len(comp.prefix):]
-        if (comp.kind, inner_key) in ORIGINAL_ONLY:
+        if (comp.kind, inner_key) in ORIGINAL_ONLY or any(
+                _matches(p, inner_key) for p in NOT_HELD.get(comp.kind, ())):
             return None
         return (name, *_translate(comp.pairs, inner_key, "original", "diffusers"))
     return None
@@ -293,7 +305,7 @@ def _qkv_names(q_key: str) -> tuple[str, str, str]:
 def to_diffusers(key: str, layout: Layout = SD1) -> tuple[str, tuple[str, ...]] | None:
     """(component, diffusers keys) of a single-file key: three keys (q, k, v) for a fused
     in_proj, one otherwise; None for keys no diffusers component holds (EMA, schedule buffers,
-    position_ids, logit_scale)."""
+    position_ids, logit_scale, SD 2.x's last text resblock and text_projection)."""
     found = _locate(key, layout)
     if found is None:
         return None
