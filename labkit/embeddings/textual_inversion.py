@@ -1,10 +1,12 @@
-"""Textual inversion files in their four container forms: read them, load them into a pipeline,
+"""Textual inversion files in their container forms: read them, load them into a pipeline,
 take them out again.
 
 A textual inversion ("embedding") is one or a few new rows for a text encoder's token table,
-trained so that a new word means a concept. The same vectors travel as an AUTOMATIC1111 .pt
-(`string_to_param`), a kohya `emb_params` .safetensors, a diffusers `{token: vector}` file, or,
-for SDXL, a `clip_l` + `clip_g` pair (one set of vectors per text encoder).
+trained so that a new word means a concept. The same vectors travel as an AUTOMATIC1111 (or
+original ldm) .pt (`string_to_param`), a kohya `emb_params` .safetensors, a diffusers
+`{token: vector}` file, or, for pipelines of several text encoders, one set of vectors per
+encoder named after its text model: `clip_l` + `clip_g` (SDXL), `clip_l` + `t5` (Flux),
+`clip_l` + `clip_g` + `t5` (SD3). The lab reads every form, and loads the SD1/SD2/SDXL ones.
 """
 
 from __future__ import annotations
@@ -17,18 +19,23 @@ from typing import Any
 import torch
 
 from labkit.errors import IncompatibleModelError, LabkitError
+from labkit.identify.embedding_forms import ti_parts
 from labkit.identify.fit import check_family
-from labkit.identify.rules import BASE_NAMES, TI_A1111_PREFIX, TI_EMB_PARAMS, TI_SDXL_KEYS
+from labkit.identify.rules import BASE_NAMES
 
 # A pipeline's text encoders, in order, with the tokenizer that feeds each.
 ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
-# SDXL files name their two halves after the CLIP models behind the two encoders.
-SDXL_ENCODERS = dict(zip(TI_SDXL_KEYS, (enc for _, enc in ENCODERS), strict=True))
+# Forms for pipelines the lab cannot run here (no SD3 or Flux pipeline): their family, in words.
+UNLOADABLE_FORMS = {"flux": "Flux.1 (dev or schnell: CLIP-L + T5-XXL encoders)",
+                    "sd3": "SD3 (CLIP-L + CLIP-G + T5-XXL encoders)",
+                    "t5": "SD3 or Flux.1 (a T5-XXL part alone: both use T5-XXL, the width "
+                          "cannot tell which)"}
 # Where each form keeps the embedding's own name and training steps, first found wins.
 NAME_KEYS = ("name", "modelspec.title", "ss_output_name")
 STEP_KEYS = ("step", "ss_steps", "global_step")
 # A text encoder's width -> the family that uses it.
-WIDTH_FAMILIES = {768: "SD1, or SDXL's first encoder", 1024: "SD2", 1280: "SDXL's second encoder"}
+WIDTH_FAMILIES = {768: "SD1, or SDXL's first encoder", 1024: "SD2", 1280: "SDXL's second encoder",
+                  4096: "T5-XXL: SD3's third encoder, Flux's second"}
 MULTI_VECTOR = "{token}_{i}"  # diffusers' names for a multi-vector embedding's extra rows
 # The ldm code saves each placeholder's token id as a 0-d tensor (A1111 as an int): not a vector.
 TOKEN_ID_PREFIX = "string_to_token."
@@ -38,14 +45,18 @@ TOKEN_ID_PREFIX = "string_to_token."
 class TextualInversion:
     """The vectors of a textual inversion file, per text encoder, with what the file says of itself.
 
-    `vectors` maps "text_encoder" (and "text_encoder_2" for SDXL) to a [n, width] tensor.
+    `vectors` maps each pipeline component the vectors feed ("text_encoder"; "text_encoder_2"
+    for SDXL and Flux; "text_encoder_3" for SD3) to a [n, width] tensor; a T5 part alone, whose
+    component the file does not tell, keeps its own key "t5". `parts` maps the same names to
+    the file's tensor names.
     """
 
     path: Path
-    form: str  # "a1111", "kohya", "diffusers" or "sdxl"
+    form: str  # "a1111", "kohya", "diffusers", "sdxl", "flux", "sd3" or "t5"
     name: str
     token: str
     vectors: dict[str, torch.Tensor]
+    parts: dict[str, str] = field(default_factory=dict)
     base: str = "unknown"
     step: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -54,6 +65,11 @@ class TextualInversion:
     def n_vectors(self) -> int:
         """How many tokens the embedding spans in a prompt."""
         return next(iter(self.vectors.values())).shape[0]
+
+    @property
+    def loadable(self) -> bool:
+        """Whether the lab can load it into a pipeline (SD1, SD2 and SDXL-style forms)."""
+        return self.form not in UNLOADABLE_FORMS
 
     @property
     def widths(self) -> dict[str, int]:
@@ -70,18 +86,6 @@ class TextualInversion:
                 f"{self.n_vectors} vector(s) of width {widths}, base {self.base}, step {self.step})")
 
 
-def _form_keys(keys: list[str]) -> tuple[str, dict[str, list[str]]]:
-    """The container form and, per encoder, the tensor names holding its vectors."""
-    keys = [k for k in keys if not k.startswith(TOKEN_ID_PREFIX)]
-    if keys and all(k.startswith(TI_A1111_PREFIX) for k in keys):
-        return "a1111", {"text_encoder": keys}
-    if keys == [TI_EMB_PARAMS]:
-        return "kohya", {"text_encoder": keys}
-    if sorted(keys) == sorted(TI_SDXL_KEYS):
-        return "sdxl", {SDXL_ENCODERS[k]: [k] for k in TI_SDXL_KEYS}
-    return "diffusers", {"text_encoder": keys}
-
-
 def _first(metadata: dict[str, str], keys: tuple[str, ...]) -> str | None:
     return next((metadata[k] for k in keys if metadata.get(k) not in (None, "", "None")), None)
 
@@ -94,7 +98,7 @@ def _as_token(name: str) -> str:
 
 
 def read_textual_inversion(path: str | Path) -> TextualInversion:
-    """Read a textual inversion in any of its four forms (A1111 .pt through labkit.safety.verdicts).
+    """Read a textual inversion in any of its forms (.pt files through labkit.safety.verdicts).
 
     Raises NotAModelError, CorruptFileError or UnsafeFileError (as labkit.open_model does) and
     IncompatibleModelError when the file is a model of another kind.
@@ -107,15 +111,18 @@ def read_textual_inversion(path: str | Path) -> TextualInversion:
         raise IncompatibleModelError(
             f"is a {ident.kind} (base {ident.base}), not a textual inversion.", model.path,
             hint="Give an embedding file: an A1111 .pt, or a .safetensors with emb_params, "
-                 "clip_l + clip_g, or one {token: vector} entry.")
-    form, names = _form_keys(list(model.table))
+                 "clip_l + clip_g (+ t5), clip_l + t5, t5, or one {token: vector} entry.")
+    found = ti_parts(list(model.table))
+    assert found is not None, "identify calls it a textual inversion only in a known form"
+    form, parts = found
     vectors = {enc: torch.cat([model.tensor(k).detach().float().reshape(-1, model.table[k].shape[-1])
-                               for k in ks]) for enc, ks in names.items()}
+                               for k in ks]) for enc, ks in parts}
     meta = dict(model.metadata)
-    name = (names["text_encoder"][0] if form == "diffusers" else None) or _first(meta, NAME_KEYS) \
+    name = (parts[0][1][0] if form == "diffusers" else None) or _first(meta, NAME_KEYS) \
         or model.path.stem
     step = _first(meta, STEP_KEYS)
-    return TextualInversion(model.path, form, name, _as_token(name), vectors, ident.base,
+    return TextualInversion(model.path, form, name, _as_token(name), vectors,
+                            {enc: ", ".join(ks) for enc, ks in parts}, ident.base,
                             int(float(step)) if step and step.replace(".", "", 1).isdigit() else None,
                             meta)
 
@@ -139,7 +146,17 @@ def _width_error(ti: TextualInversion, enc: str, width: int, pipe_width: int) ->
 def check_fits(pipe: Any, ti: TextualInversion) -> None:
     """Raise IncompatibleModelError, in plain words, unless the TI's vectors fit the pipeline:
     a file of another family (SD1-style into SDXL-style or back), another encoder count, or
-    other widths."""
+    other widths, or a family the lab cannot run (SD3, Flux)."""
+    if not ti.loadable:
+        raise IncompatibleModelError(
+            f"this embedding is for {UNLOADABLE_FORMS[ti.form]}: vectors for "
+            + " + ".join(f"{v.shape[-1]}-wide {part}" for part, v in zip(ti.parts.values(),
+                                                                         ti.vectors.values(),
+                                                                         strict=True))
+            + ". The lab loads embeddings into SD1, SD2 and SDXL-style pipelines only.", ti.path,
+            hint="Its vectors are read all the same (read_textual_inversion: .vectors per "
+                 "encoder) to study; to use it, load each part into its own encoder of a "
+                 "pipeline of that family.")
     check_family(pipe, ti.base, ti.path, "embedding", "embedding")
     have = [enc for _, enc in _encoders(pipe)]
     if sorted(have) != sorted(ti.vectors):
