@@ -111,6 +111,8 @@ def test_assembled_folder_is_reused(monkeypatch, tmp_path):
     ("sd2", ["v_prediction"], {}, "sd2_v"),
     ("sd2", [], {}, "sd2_v"),
     ("sd2", [], {"global_step": "875000"}, "sd2_base"),
+    ("sd2", [], {"modelspec.prediction_type": "epsilon"}, "sd2_base"),
+    ("sd2", [], {"modelspec.prediction_type": "v"}, "sd2_v"),
     ("sdxl", [], {}, "sdxl_base"),
 ])
 def test_folder_for_each_family(base, variant, metadata, want):
