@@ -12,8 +12,10 @@ from labkit import zoo
 from labkit.cli.dispatch import main
 from labkit.convert import forms as convert
 from labkit.files.opener import open_model
-from tests.convert.test_forms import tree_hash
+from labkit.identify.rules import PREDICTION_TYPE_KEY
+from tests.convert.test_forms import assert_same_components, tree_hash
 from tests.fixtures.hostile_corpus import entries as hostile_entries
+from tests.fixtures.tiny_sd2 import save_tiny_sd2
 
 RECORD_KEYS = ["path", "output", "conversion", "n_tensors", "bytes"]
 
@@ -177,3 +179,39 @@ def test_missing_source_and_several_sources_are_bad_input(capsys, tmp_path):
     records = [json.loads(line) for line in stdout.splitlines()]
     assert code == 2 and [set(r) for r in records] == [{"path", "error"}] * 2
     assert "once per source" in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def sd2_folders(tmp_path_factory):
+    """Tiny SD 2.x folders (the real blocks, a few channels wide) by prediction type."""
+    root = tmp_path_factory.mktemp("sd2")
+    return {p: save_tiny_sd2(root / p, p) for p in ("v_prediction", "epsilon")}
+
+
+@pytest.mark.parametrize(("prediction", "recorded", "dest"),
+                         [("v_prediction", "v", "sd2.safetensors"), ("epsilon", "epsilon", "sd2.ckpt")])
+def test_sd2_folder_to_single_file_and_back(capsys, tmp_path, sd2_folders, prediction, recorded,
+                                            dest):
+    folder, single, back = sd2_folders[prediction], tmp_path / dest, tmp_path / "back"
+    before = tree_hash(folder)
+    code, stdout, err = run(capsys, folder, "--out", single, "--json")
+    assert code == 0 and err == ""
+    assert json.loads(stdout)["conversion"] == "folder_to_single_file"
+    written = open_model(single)
+    assert written.metadata[PREDICTION_TYPE_KEY] == recorded
+    assert "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight" in written.table
+    code, stdout, err = run(capsys, single, "--out", back, "--config", folder, "--json")
+    assert code == 0 and err == ""
+    assert json.loads(stdout)["conversion"] == "single_file_to_folder"
+    assert_same_components(folder, back)
+    assert tree_hash(folder) == before
+
+
+def test_sd2_file_with_a_config_of_the_other_prediction_exits_2(capsys, tmp_path, sd2_folders):
+    single = tmp_path / "v.safetensors"
+    assert run(capsys, sd2_folders["v_prediction"], "--out", single)[0] == 0
+    code, stdout, err = run(capsys, single, "--out", tmp_path / "back", "--config",
+                            sd2_folders["epsilon"])
+    assert code == 2 and stdout == ""
+    assert "records prediction type 'v_prediction'" in err and "'epsilon'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.safetensors"]
