@@ -1,4 +1,5 @@
-"""Open a diffusers folder (model_index.json + components) or one component folder (unet/, vae/)."""
+"""Open a diffusers folder (model_index.json + components), one component folder (unet/, vae/), or a
+PEFT adapter folder (adapter_config.json + adapter_model.safetensors|.bin)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ WEIGHT_EXTS = (".safetensors", ".bin")  # safetensors first, as diffusers prefer
 MAX_JSON_BYTES = 64 * 1024 * 1024
 _VARIANT = re.compile(r"^(?:diffusion_pytorch_model|model)\.(\w+?)(?:-\d+-of-\d+)?\.(?:safetensors|bin)$"
                       r"|^(?:diffusion_pytorch_model|model)\.(?:safetensors|bin)\.index\.(\w+)\.json$")
+# PEFT save_pretrained: the adapter's weights, and its LoraConfig (r, lora_alpha, rank_pattern,
+# alpha_pattern) kept as the file's metadata under PEFT_CONFIG.
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _INCOMPLETE = "The download is incomplete: fetch the missing files again."
 
 
@@ -130,6 +135,18 @@ def _pipeline(path: Path, variant: str | None) -> ModelFile:
     return ModelFile(path, "diffusers", table, metadata, where, components)
 
 
+def _peft_folder(path: Path) -> ModelFile:
+    """A PEFT adapter folder: its weights file, with adapter_config.json as metadata."""
+    config = read_json(path / PEFT_CONFIG)
+    weights = next((path / name for name in PEFT_WEIGHTS if (path / name).is_file()), None)
+    if weights is None:
+        raise CorruptFileError(f"is a PEFT adapter folder ({PEFT_CONFIG}) with no weights "
+                               f"(expected {' or '.join(PEFT_WEIGHTS)}).", path, _INCOMPLETE)
+    model = open_file(weights)
+    model.metadata[PEFT_CONFIG] = json.dumps(config)
+    return model
+
+
 def open_folder(path: Path, variant: str | None = None) -> ModelFile:
     """Open a diffusers pipeline folder or a single component folder.
 
@@ -138,6 +155,8 @@ def open_folder(path: Path, variant: str | None = None) -> ModelFile:
     """
     if (path / MODEL_INDEX).is_file():
         return _pipeline(path, variant)
+    if (path / PEFT_CONFIG).is_file():
+        return _peft_folder(path)
     if (path / CONFIG).is_file():
         table: dict[str, TensorInfo] = {}
         where: dict[str, tuple[TensorSource, str]] = {}

@@ -164,7 +164,7 @@ def text_model_path(module: str) -> str:
     return module if module.startswith(TEXT_MODEL) else TEXT_MODEL + module
 
 
-def _spellings(component: str, module: str, kohya: str, peft: str,
+def spellings(component: str, module: str, kohya: str, peft: str,
                layout: layouts.Layout | None) -> list[str]:
     """Every file prefix that names `module` of `component`."""
     if component == "unet":
@@ -193,7 +193,7 @@ def build_targets(family: str, modules: Mapping[str, Mapping[str, tuple[int, ...
         for module, shape in names.items():
             block = block_label(f"{component}.{module}.weight", last_out)
             target = Target(component, module, block, tuple(shape))
-            for spelling in _spellings(component, module, kohya, peft, layout):
+            for spelling in spellings(component, module, kohya, peft, layout):
                 by_prefix.setdefault(spelling, target)
     labels = {t.block for t in by_prefix.values()}
     return Targets(family, by_prefix, tuple(sorted(labels, key=block_sort_key)))
@@ -225,7 +225,8 @@ def pipeline_targets(pipe: Any) -> Targets:
                          dict(pipe.vae.config))
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """A shipped or folder config.json as a dict."""
     return json.loads(path.read_text())
 
 
@@ -235,7 +236,7 @@ def folder_targets(folder: Path, family: str) -> Targets:
     import transformers
     from diffusers import UNet2DConditionModel
 
-    unet_config = _read_config(folder / "unet" / "config.json")
+    unet_config = read_config(folder / "unet" / "config.json")
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
     with torch.device("meta"):
         modules["unet"] = patchable(UNet2DConditionModel.from_config(unet_config))
@@ -243,10 +244,10 @@ def folder_targets(folder: Path, family: str) -> Targets:
             path = folder / name / "config.json"
             if not path.exists():
                 continue
-            config = _read_config(path)
+            config = read_config(path)
             cls = getattr(transformers, config.get("architectures", ["CLIPTextModel"])[0])
             modules[name] = patchable(cls(transformers.CLIPTextConfig(**config)))
-    return build_targets(family, modules, unet_config, _read_config(folder / "vae" / "config.json"))
+    return build_targets(family, modules, unet_config, read_config(folder / "vae" / "config.json"))
 
 
 def family_folder(base: str) -> Path | None:

@@ -14,15 +14,18 @@ import pandas as pd
 import torch
 
 from labkit.errors import IncompatibleModelError, NotAModelError
+from labkit.files.diffusers_folder import PEFT_CONFIG
 from labkit.lora import anatomy as M
 from labkit.lora import keys as K
+from labkit.lora import transformer_maps as T
 from labkit.tensors import TensorInfo
 
 # identify's kinds that this module reads, -> the kind the anatomy table calls them.
 FILE_KINDS = {"lora": "lora", "loha": "loha", "lokr": "lokr", "lycoris_full": "full",
               "dora": "dora"}
 # When a file's base cannot be told, its names and shapes are tried against these families.
-GUESS_FAMILIES = ("demo_sd1", "demo_sdxl", "sd1", "sd2", "sdxl")
+GUESS_FAMILIES = ("demo_sd1", "demo_sdxl", "sd1", "sd2", "sdxl", "flux", "sd3")
+NO_FAMILY = "no known family"  # what a file fits when no family's modules fit it
 PEFT_METADATA = "lora_adapter_metadata"  # diffusers' save_lora_weights: LoraConfig per component
 COLUMNS = ["prefix", "component", "module", "block", "kind", "rank", "alpha", "scale",
            "up_shape", "down_shape", "shapes", "up_norm", "down_norm", "delta_norm",
@@ -57,19 +60,28 @@ class Adapter:
         return tensors
 
 
-def peft_alpha(metadata: Mapping[str, str], prefix: str) -> float | None:
-    """A PEFT module's lora_alpha from diffusers' `lora_adapter_metadata` (its alpha_pattern
-    matched as peft matches it, else lora_alpha), None when the file does not say."""
+def peft_config(metadata: Mapping[str, str], prefix: str) -> tuple[dict[str, Any], str]:
+    """The PEFT LoraConfig that covers a module (from a save_pretrained folder's adapter_config.json,
+    or diffusers' per-component `lora_adapter_metadata`) and the module's name inside it."""
+    component, _, module = prefix.partition(".")
     try:
+        if PEFT_CONFIG in metadata:
+            return json.loads(metadata[PEFT_CONFIG]), module
         config = json.loads(metadata.get(PEFT_METADATA, "null")) or {}
     except ValueError:
-        return None
-    component, _, module = prefix.partition(".")
-    patterns = config.get(f"{component}.alpha_pattern") or {}
-    for pattern, alpha in patterns.items():
+        return {}, module
+    inner = {k[len(component) + 1:]: v for k, v in config.items() if k.startswith(component + ".")}
+    return inner, module
+
+
+def peft_alpha(metadata: Mapping[str, str], prefix: str) -> float | None:
+    """A PEFT module's lora_alpha (its alpha_pattern matched as peft matches it, else lora_alpha),
+    None when the file does not say."""
+    config, module = peft_config(metadata, prefix)
+    for pattern, alpha in (config.get("alpha_pattern") or {}).items():
         if re.match(rf"(.*\.)?({pattern})$", module):
             return float(alpha)
-    alpha = config.get(f"{component}.lora_alpha")
+    alpha = config.get("lora_alpha")
     return None if alpha is None else float(alpha)
 
 
@@ -87,22 +99,31 @@ def fits(shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
             and math.prod(shape[1:]) == math.prod(weight[1:]))
 
 
+def _candidates(name: str) -> list[K.Targets]:
+    """The module maps a family name stands for (a transformer family may have several widths)."""
+    if name in T.FAMILY_MAPS:
+        return [T.transformer_targets(m) for m in T.FAMILY_MAPS[name]]
+    found = K.family_targets(name)
+    return [] if found is None else [found]
+
+
 def _targets_for(model: Any, base: str, table: Mapping[str, TensorInfo]) -> K.Targets:
-    """The model's prefix table: a pipeline's, a named family's, the file's own base's, or the
-    known family whose modules its names and shapes fit best."""
+    """The model's prefix table: a pipeline's, a named family's, the file's own base's, or, when
+    the base is not told, the known family whose modules its names and shapes fit best (no
+    family at all when none fits: nothing falls back to a demo model)."""
     if model is not None and not isinstance(model, str):
         return K.pipeline_targets(model)
-    found = K.family_targets(model or base)
-    if found is not None:
-        return found
+    candidates = _candidates(model or base)
+    if not candidates:
+        candidates = [t for f in GUESS_FAMILIES for t in _candidates(f)]
     modules, _ = K.group_keys(table)
 
     def score(targets: K.Targets) -> int:
         hits = [(m, targets.lookup(m.prefix)) for m in modules]
         return sum(fits(delta_shape(m, table), t.shape) for m, t in hits if t is not None)
 
-    tables = [t for t in (K.family_targets(f) for f in GUESS_FAMILIES) if t is not None]
-    return max(tables, key=score)
+    best = max(candidates, key=score)
+    return best if len(candidates) == 1 or score(best) else K.Targets(NO_FAMILY, {})
 
 
 def match(table: Mapping[str, TensorInfo], targets: K.Targets, kind: str = "lora", base: str = "",

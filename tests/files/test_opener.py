@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,19 @@ def test_model_file_stats_comes_from_the_stats_layer(tmp_path: Path) -> None:
     save_file({"w": torch.arange(4.0)}, path)
     assert ANALYSES["stats"] is tensor_stats
     assert open_model(path).stats(progress=False)["mean"].tolist() == [1.5]
+
+
+def test_a_peft_adapter_folder_opens_as_its_weights_with_the_config_as_metadata(tmp_path):
+    from tests.fixtures import wild_formats as W
+
+    sd, config = W.peft_adapter("unet", "sd15")
+    model = open_model(W.write_peft_folder(tmp_path / "adapter", sd, config))
+    assert model.path.name == "adapter_model.safetensors" and set(model.table) == set(sd)
+    assert json.loads(model.metadata["adapter_config.json"])["rank_pattern"] == config["rank_pattern"]
+    assert model.identity.kind == "lora"
+
+
+def test_a_peft_adapter_folder_without_weights_says_what_is_missing(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(CorruptFileError, match="adapter_model.safetensors or adapter_model.bin"):
+        open_model(tmp_path)

@@ -62,3 +62,69 @@ def test_an_attention_processor_lora_pickled_as_bin_reads_like_its_safetensors(t
     pickled = table_of(W.write_torch(tmp_path / "pytorch_lora_weights.bin", sd))
     safe = table_of(W.write_safetensors(tmp_path / "pytorch_lora_weights.safetensors", sd, meta))
     pd.testing.assert_frame_equal(pickled[SAME], safe[SAME])
+
+
+FLUX_FILES = {
+    "diffusers/PEFT": lambda: W.flux_lora_diffusers(full=True),
+    "ai-toolkit (transformer.)": lambda: W.flux_lora_aitoolkit(),
+    "ai-toolkit (diffusion_model.)": lambda: W.flux_lora_aitoolkit(prefix="diffusion_model."),
+    "kohya": lambda: W.flux_lora_kohya(),
+    "ComfyUI": lambda: W.flux_lora_comfy(),
+    "XLabs": lambda: W.flux_lora_xlabs(),
+}
+
+
+def written(tmp_path, name, builder):
+    sd, meta = builder()
+    return W.write_safetensors(tmp_path / f"{name.split()[0].replace('/', '_')}.safetensors", sd, meta), sd
+
+
+@pytest.mark.parametrize("writer", FLUX_FILES)
+def test_flux_loras_of_every_writer_read_against_the_flux_module_map(tmp_path, writer):
+    path, sd = written(tmp_path, writer, FLUX_FILES[writer])
+    frame = lk.lora.read(path)
+    assert (frame.attrs["base"], frame.attrs["family"], frame.attrs["unmatched"]) == ("flux", "flux", [])
+    assert set(frame["block"]) == {f"D{n:02d}" for n in W.FLUX_DOUBLE} | {f"S{n:02d}" for n in W.FLUX_SINGLE}
+    assert len(frame) == sum(k.endswith(("lora_A.weight", "lora_down.weight", "down.weight")) for k in sd)
+
+
+@pytest.mark.parametrize(("one", "other"), [("ai-toolkit (transformer.)", "ai-toolkit (diffusion_model.)"),
+                                            ("kohya", "ComfyUI")])
+def test_the_same_flux_weights_in_two_writers_styles_read_to_one_table(tmp_path, one, other):
+    frames = [table_of(written(tmp_path / w, w, FLUX_FILES[w])[0]) for w in (one, other)]
+    pd.testing.assert_frame_equal(frames[0][SAME], frames[1][SAME])
+
+
+def test_an_sd35_large_lora_with_both_clip_encoders_reads_to_joint_blocks_and_base(tmp_path):
+    path, sd = written(tmp_path, "sd35", lambda: W.sd3_lora("sd35_large", te=True))
+    frame = lk.lora.read(path)
+    assert (frame.attrs["base"], frame.attrs["unmatched"]) == ("sd3", [])
+    assert set(frame["block"]) == {"BASE", "J00", "J19", "J37"}
+    assert set(frame.loc[frame.block == "BASE", "component"]) == {"text_encoder", "text_encoder_2"}
+
+
+def test_a_lora_no_known_family_fits_is_read_against_no_model(tmp_path):
+    g = W._gen(0)
+    sd = W.emit([("encoder.blocks.0.mixer", 96, 96, 0)], "peft", "backbone.", 4, g, W.torch.float32)
+    frame = lk.lora.read(W.write_safetensors(tmp_path / "other.safetensors", sd))
+    assert frame.attrs["family"] == "no known family" and len(frame) == 0
+    assert sorted(frame.attrs["unmatched"]) == sorted(sd)
+
+
+def test_a_peft_save_pretrained_folder_reads_rank_and_alpha_patterns_from_its_config(tmp_path):
+    sd, config = W.peft_adapter("unet", "sd15", key_prefix="base_model.model.")
+    frame = lk.lora.read(W.write_peft_folder(tmp_path / "adapter", sd, config))
+    odd = frame.set_index("module").loc["mid_block.attentions.0.transformer_blocks.0.attn1.to_q"]
+    assert (odd["rank"], odd["alpha"], odd["scale"]) == (8, 4.0, 0.5)
+    rest = frame[frame.module != odd.name]
+    assert set(rest["scale"]) == {1.0} and frame.attrs["unmatched"] == []
+
+
+@pytest.mark.parametrize(("target", "prefix", "component"), [
+    ("text_encoder", "", "text_encoder"), ("unet", "", "unet"), ("unet", "base_model.model.", "unet")])
+def test_a_peft_folder_without_component_prefix_is_placed_by_its_module_names(tmp_path, target, prefix,
+                                                                               component):
+    sd, config = W.peft_adapter(target, "sd15", key_prefix=prefix, adapter_name="default", dora=True)
+    frame = lk.lora.read(W.write_peft_folder(tmp_path / "adapter", sd, config, safe=False))
+    assert set(frame["component"]) == {component} and set(frame["kind"]) == {"dora"}
+    assert frame.attrs["unmatched"] == []
