@@ -190,8 +190,8 @@ def _check_prediction(model: ModelFile, config: Path) -> None:
         raise IncompatibleModelError(
             f"records prediction type {said!r} ({PREDICTION_TYPE_KEY}), but the scheduler in "
             f"{config} uses {scheduled!r}: the folder would sample wrongly.", model.path,
-            "Pass a config folder of the same prediction type (the lab's sd2_v for v, sd2_base "
-            "for epsilon).")
+            f"Pass a config folder whose scheduler has prediction_type {said!r} (for SD 2.x the "
+            "lab ships sd2_v for v and sd2_base for epsilon).")
 
 
 # ---------------------------------------------------------------- tensor steps

@@ -11,7 +11,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.loaders.single_file_utils import SD_2_TEXT_ENCODER_KEYS_TO_IGNORE
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from labkit.convert import forms as convert
 from labkit.errors import IncompatibleModelError
@@ -140,3 +140,15 @@ def test_a_real_sized_sd21_file_gets_the_shipped_config_of_its_prediction(tmp_pa
     model = open_model(write_sparse(tmp_path / "sd21.safetensors", SD21, metadata))
     assert model.base == "sd2"
     assert config_for(model).name.startswith(shipped + "-")
+
+
+def test_conv_shaped_proj_in_is_refused_as_diffusers_refuses_it(world, tmp_path):
+    # SD 2.x's originals hold proj_in/proj_out as linear [C, C], as its folders do; a [C, C, 1, 1]
+    # one (SD1's conv form) does not fit the linear config.
+    sd = {k: v[:, :, None, None] if k.endswith((".proj_in.weight", ".proj_out.weight"))
+          and k.startswith(layouts.UNET_PREFIX) else v for k, v in load_file(world.original).items()}
+    conv = tmp_path / "conv.safetensors"
+    save_file(sd, str(conv))
+    with pytest.raises(IncompatibleModelError, match="proj_in.weight"):
+        convert.single_file_to_folder(conv, tmp_path / "out", config_folder=world.folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.safetensors"]
