@@ -77,8 +77,11 @@ def write_examples(folder: str | Path, n_vectors: int = 2, seed: int = 0) -> dic
 
 
 def forms_table(paths: Mapping[str, str | Path]) -> Any:
-    """A pandas DataFrame, one row per file: form, kind, base, parts and widths, whether the lab
-    loads it. Raises what labkit.open_model raises (a file that is not a model, or unsafe)."""
+    """A pandas DataFrame, one row per file: form, kind, base, widths, the part each file key
+    feeds ("?" where the file does not tell), whether the lab loads it.
+
+    Raises what labkit.open_model raises (a missing file, not a model, corrupt, unsafe).
+    """
     import pandas as pd
 
     from labkit.embeddings.textual_inversion import read_textual_inversion
@@ -87,12 +90,13 @@ def forms_table(paths: Mapping[str, str | Path]) -> Any:
     rows = []
     for label, path in paths.items():
         ident = open_model(path).identity
-        row: dict[str, Any] = {"file": Path(path).name, "kind": ident.kind, "base": ident.base}
+        row: dict[str, Any] = {"file": Path(path).name, "form": None, "kind": ident.kind,
+                               "base": ident.base}
         if ident.kind == "textual_inversion":
             ti = read_textual_inversion(path)
-            row |= {"form": ti.form, "vectors": ti.n_vectors,
-                    "parts": ", ".join(f"{key} -> {part}" for part, key in ti.parts.items()),
-                    "widths": " + ".join(map(str, ti.widths.values())),
-                    "lab loads it": ti.loadable}
+            row |= {"form": ti.form, "widths": " + ".join(map(str, ti.widths.values())),
+                    "parts": ", ".join(f"{key} -> {part if part != key else '?'}"
+                                       for part, key in ti.parts.items()),
+                    "vectors": ti.n_vectors, "lab loads it": ti.loadable}
         rows.append({"example": label, **row})
     return pd.DataFrame(rows).set_index("example")

@@ -140,6 +140,8 @@ def test_the_forms_table_tells_each_example(examples):
                                        "sd3": "sd3", "t5": "unknown"}
     assert table.loc["sd3", "widths"] == "768 + 1280 + 4096"
     assert table.loc["flux", "parts"] == "clip_l -> text_encoder, t5 -> text_encoder_2"
+    assert table.loc["t5", "parts"] == "t5 -> ?"  # SD3's text_encoder_3 or Flux's text_encoder_2
+    assert list(table.columns[:4]) == ["file", "form", "kind", "base"]
     assert table["lab loads it"].to_dict() == {k: k not in REFUSED for k in EXAMPLES}
 
 
@@ -150,3 +152,4 @@ def test_the_forms_table_names_a_file_of_another_kind(tmp_path, examples):
               lora)
     table = forms_table({"lora": lora, "kohya": examples["kohya"]})
     assert table.loc["lora", "kind"] == "lora" and table.loc["kohya", "form"] == "kohya"
+    assert table.loc["lora", ["form", "widths"]].isna().all()
