@@ -5,7 +5,8 @@ The field has written the same LoRA many ways: diffusers' attention processors (
 `attn1.to_q.lora.down.weight`, text encoders `q_proj.lora_linear_layer.down.weight`), PEFT
 (`to_q.lora_A.weight`, in `save_pretrained` folders under `base_model.model.` or no prefix,
 sometimes `lora_A.default.weight`), kohya (`lora_unet_..._to_q.lora_down.weight`), ai-toolkit and
-ComfyUI (`diffusion_model.` prefixes) and XLabs' Flux processors (`processor.qkv_lora1.down`).
+ComfyUI (`diffusion_model.` prefixes), LyCORIS' own wrapper (`lycoris_` + kohya-style names) and
+XLabs' Flux processors (`processor.qkv_lora1.down`).
 The canonical spelling is kohya's or PEFT's suffix (`.lora_down.weight`, `.lora_A.weight`) after a
 component prefix (`unet.`, `text_encoder.`, `transformer.`; BFL Flux names bare). Like diffusers'
 `lora_conversion_utils`, but one table, and it keeps track of which writer each key came from.
@@ -64,6 +65,9 @@ SUFFIX_STYLES: tuple[Rewrite, ...] = (
 PREFIX_STYLES: tuple[Rewrite, ...] = (
     *_rows("diffusers doubled unet. prefix", [(r"^unet\.unet\.", "unet.")]),
     *_rows("PEFT save_pretrained (base_model.model.)", [(r"^base_model\.model\.", "")]),
+    *_rows("LyCORIS / SimpleTuner lycoris_ prefix",
+           [(r"^lycoris_((single_)?transformer_blocks_)", r"lora_transformer_\1"),
+            (r"^lycoris_", "lora_unet_")]),
     *_rows("ai-toolkit / ComfyUI diffusion_model. prefix",
            [(r"^diffusion_model\.((single_)?transformer_blocks\.)", r"transformer.\1"),
             (r"^(model\.)?diffusion_model\.", "")]),

@@ -49,10 +49,15 @@ FAMILY_MAPS = {"flux": ("flux",), "flux_dev": ("flux",), "flux_schnell": ("flux"
 BLOCK_LABELS = ((r"(^|\.)(single_transformer_blocks|single_blocks)\.(\d+)\.", "S"),
                 (r"(^|\.)(transformer_blocks|double_blocks)\.(\d+)\.", "D"),
                 (r"(^|\.)joint_blocks\.(\d+)\.", "J"))
-# The text encoders such LoRAs also patch: (component, shipped config, kohya prefix).
-TEXT_ENCODERS = {"flux": (("text_encoder", "sdxl_base/text_encoder", "lora_te1_"),),
+# The text encoders such LoRAs also patch: (component, shipped CLIP config or T5, kohya prefix).
+T5 = "t5"
+T5_XXL = {"d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64, "num_layers": 24,
+          "feed_forward_proj": "gated-gelu", "vocab_size": 32128}
+TEXT_ENCODERS = {"flux": (("text_encoder", "sdxl_base/text_encoder", "lora_te1_"),
+                          ("text_encoder_2", T5, "lora_te3_")),
                  "sd3": (("text_encoder", "sdxl_base/text_encoder", "lora_te1_"),
-                         ("text_encoder_2", "sdxl_base/text_encoder_2", "lora_te2_"))}
+                         ("text_encoder_2", "sdxl_base/text_encoder_2", "lora_te2_"),
+                         ("text_encoder_3", T5, "lora_te3_"))}
 TRANSFORMER_PREFIXES = ("transformer.", "lora_transformer_")  # diffusers names
 ORIGINAL_PREFIXES = ("", "lora_unet_")  # BFL / SD3 original names, bare or kohya
 
@@ -81,16 +86,26 @@ def _diffusers_modules(cls_name: str, config: dict[str, Any]) -> dict[str, tuple
         return K.patchable(getattr(diffusers, cls_name).from_config(config))
 
 
+@lru_cache(maxsize=4)
 def _encoder_modules(config_path: str) -> dict[str, tuple[int, ...]]:
     import torch
     import transformers
 
     from labkit.convert.shipped import CONFIG_ROOT
 
-    config = K.read_config(CONFIG_ROOT / config_path / "config.json")
-    cls = getattr(transformers, config.get("architectures", ["CLIPTextModel"])[0])
     with torch.device("meta"):
+        if config_path == T5:
+            return K.patchable(transformers.T5EncoderModel(transformers.T5Config(**T5_XXL)))
+        config = K.read_config(CONFIG_ROOT / config_path / "config.json")
+        cls = getattr(transformers, config.get("architectures", ["CLIPTextModel"])[0])
         return K.patchable(cls(transformers.CLIPTextConfig(**config)))
+
+
+def _encoder_spellings(component: str, module: str, kohya: str, t5: bool) -> list[str]:
+    """A text-encoder module's file prefixes (T5 modules have no text_model. level)."""
+    if t5:
+        return [kohya + module.replace(".", "_"), f"{component}.{module}"]
+    return K.spellings(component, module, kohya, f"{component}.", None)
 
 
 @lru_cache(maxsize=4)
@@ -111,7 +126,7 @@ def transformer_targets(name: str) -> K.Targets:
     for component, config_path, kohya in TEXT_ENCODERS[family]:
         for module, shape in _encoder_modules(config_path).items():
             target = K.Target(component, module, "BASE", shape)
-            for spelling in K.spellings(component, module, kohya, f"{component}.", None):
+            for spelling in _encoder_spellings(component, module, kohya, config_path == T5):
                 by_prefix.setdefault(spelling, target)
     labels = sorted({t.block for t in by_prefix.values()}, key=lambda b: (b != "BASE", b))
     return K.Targets(family, by_prefix, tuple(labels))

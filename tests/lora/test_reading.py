@@ -128,3 +128,28 @@ def test_a_peft_folder_without_component_prefix_is_placed_by_its_module_names(tm
     frame = lk.lora.read(W.write_peft_folder(tmp_path / "adapter", sd, config, safe=False))
     assert set(frame["component"]) == {component} and set(frame["kind"]) == {"dora"}
     assert frame.attrs["unmatched"] == []
+
+
+def test_kohya_sd3_and_flux_text_encoder_names_read_to_their_modules(tmp_path):
+    g, f32 = W._gen(0), W.torch.float32
+    sd3 = W.emit([(f"joint_blocks.{n}.{side}.attn.qkv", 1536, 3 * 1536, 0) for n in (0, 23)
+                  for side in ("x_block", "context_block")], "kohya", "lora_unet.", 4, g, f32, alpha=2.0)
+    frame = lk.lora.read(W.write_safetensors(tmp_path / "sd3_kohya.safetensors", sd3))
+    assert (frame.attrs["base"], frame.attrs["unmatched"], sorted(set(frame.block))) == ("sd3", [], ["J00", "J23"])
+    assert set(frame["scale"]) == {0.5}
+    flux, _ = W.flux_lora_kohya()
+    flux |= W.emit(W.te_linears(1, 768), "kohya", "lora_te1.", 4, g, W.torch.bfloat16, alpha=1.0)
+    flux |= W.emit([("encoder.block.0.layer.0.SelfAttention.q", 4096, 4096, 0)], "kohya", "lora_te3.", 4, g,
+                   W.torch.bfloat16, alpha=1.0)
+    frame = lk.lora.read(W.write_safetensors(tmp_path / "flux_kohya_te.safetensors", flux))
+    assert frame.attrs["unmatched"] == []
+    assert set(frame.loc[frame.block == "BASE", "component"]) == {"text_encoder", "text_encoder_2"}
+
+
+def test_lycoris_wrapper_names_read_like_kohyas(tmp_path):
+    tables = []
+    for prefix in ("lycoris.", "lora_unet."):
+        sd = W.emit(W.unet_linears("sd15"), "kohya", prefix, 4, W._gen(0), W.torch.float32)
+        tables.append(table_of(W.write_safetensors(tmp_path / f"{prefix}safetensors", sd)))
+    assert tables[0].attrs["unmatched"] == [] and len(tables[0]) == len(W.unet_linears("sd15"))
+    pd.testing.assert_frame_equal(tables[0][SAME], tables[1][SAME])
