@@ -1,0 +1,174 @@
+"""lab.apply against diffusers' own `pipe.load_lora_weights`, for every key style the field writes.
+
+Demo models (tiny, they generate on the CPU): the demo's kohya LoRA rewritten in each style
+(labkit.lora.writing) gives the same image at strength 1 through the lab and through diffusers,
+within 2/255 mean absolute difference on the same seed. Measured (diffusers 0.42.1, peft 0.21.2):
+0/255 mean and max for every style on demo_sd1 and demo_sdxl, attention-only and full files; the
+LoRA itself moves the image by 14-90/255 on average.
+
+Real SD1, SD2 and SDXL (too big to generate here): skeleton pipelines with the real module names
+(tests/fixtures/real_skeletons.py), LoRA files written by tests/fixtures/wild_formats.emit in each
+style; every module's weight change through the lab equals diffusers' (measured: max abs diff 0,
+the changes themselves up to ~1e-3), and both patch the same modules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import lora
+from labkit.lora import writing
+from labkit.lora.sweeping import noise
+from labkit.quiet import quiet_libraries
+from tests.fixtures import real_skeletons as S
+from tests.fixtures import wild_formats as W
+from tests.fixtures.lora_samples import single_thread
+
+one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
+
+PROMPT, SEED, STEPS, SIDE = "a red circle on a white background, striped", 1, 4, 64
+MEAN_TOLERANCE = 2  # of 255
+# (key style, whole LoRA or its attention projections): the attention-processor era patched
+# attention projections only.
+CASES = [(style, full) for style in writing.KEY_STYLES for full in (False, True)
+         if not (full and style == "attention processor")]
+
+
+def render(pipe) -> np.ndarray:
+    out = pipe(PROMPT, latents=noise(pipe, SEED, SIDE), num_inference_steps=STEPS, height=SIDE,
+               width=SIDE, guidance_scale=5.0)
+    return np.asarray(out.images[0]).astype(int)
+
+
+def through_the_lab(pipe, path) -> np.ndarray:
+    handle = lora.apply(pipe, path, 1.0)
+    try:
+        return render(pipe)
+    finally:
+        lora.remove(pipe, handle)
+
+
+def through_diffusers(pipe, path) -> np.ndarray:
+    with quiet_libraries():
+        pipe.load_lora_weights(str(path))
+    try:
+        return render(pipe)
+    finally:
+        pipe.unload_lora_weights()
+
+
+@pytest.fixture(scope="module", params=[("demo_sd1", "demo_lora_striped"),
+                                        ("demo_sdxl", "demo_lora_striped_xl")], ids=["sd1", "sdxl"])
+def demo(request):
+    """(pipeline, the demo LoRA's parts, the base image)."""
+    from labkit import zoo
+    from labkit.generate import pipelines
+
+    model, adapter = request.param
+    pipe = pipelines.load_pipeline(zoo.path(model), progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    parts = writing.adapter_parts(lora.open_adapter(zoo.path(adapter), pipe))
+    return pipe, parts, render(pipe)
+
+
+@pytest.mark.parametrize(("style", "full"), CASES)
+def test_the_demo_lora_in_each_style_makes_diffusers_image(demo, tmp_path, style, full):
+    pipe, parts, base = demo
+    chosen = parts if full else writing.nameable(parts, "attention processor")
+    path = writing.write_in_style(tmp_path / "lora.safetensors", chosen, style, writing.sgm_layout(pipe))
+    lab, ours = through_the_lab(pipe, path), through_diffusers(pipe, path)
+    assert np.abs(lab - base).mean() > 5 * MEAN_TOLERANCE  # the LoRA does change the image
+    assert np.abs(lab - ours).mean() <= MEAN_TOLERANCE
+    assert np.array_equal(render(pipe), base)  # both came off
+
+
+# ---- real architectures: the weight change of every patched module ----
+
+# (UNet style, UNet prefix, text-encoder style, text-encoder prefixes by component) of each writer;
+# SDXL's attention-processor era (0.19-0.21) wrote its text encoders as lora_linear_layer.
+DIFFUSERS_TE = {"text_encoder": "text_encoder.", "text_encoder_2": "text_encoder_2."}
+WRITERS = {
+    "kohya": ("kohya", "lora_unet.", "kohya", {"text_encoder": "lora_te.", "text_encoder_2": "lora_te2."}),
+    "attention processor": ("processor", "unet.", "te_processor", DIFFUSERS_TE),
+    "LoRACompatibleLinear": ("compat", "unet.", "te_compat", DIFFUSERS_TE),
+    "PEFT": ("peft", "unet.", "peft", DIFFUSERS_TE),
+}
+KOHYA_ALPHA, RANK = 1.0, 4  # kohya's alpha / rank scale (1/4) is part of what is compared
+
+
+def wild_file(tmp_path, pipe, writer: str, full: bool):
+    """The test LoRA for `pipe` written by wild_formats in one writer's style."""
+    unet_style, unet_prefix, te_style, te_prefixes = WRITERS[writer]
+    two = getattr(pipe, "text_encoder_2", None) is not None
+    if two and writer == "attention processor":
+        te_style = "te_compat"
+    g, sd = W._gen(0), {}
+    for component, module, shape in S.targets(pipe, full):
+        kernel = int(len(shape) == 4)
+        if component == "unet":
+            style, prefix, name = unet_style, unet_prefix, module
+        else:
+            style, name = te_style, f"text_model.{module}"
+            prefix = "lora_te1." if two and component == "text_encoder" and writer == "kohya" \
+                else te_prefixes[component]
+        sd |= W.emit([(name, shape[1], shape[0], kernel)], style, prefix, RANK, g, torch.float32,
+                     alpha=KOHYA_ALPHA)
+    return W.write_safetensors(tmp_path / f"{writer}.safetensors", sd, {"format": "pt"})
+
+
+def deltas_of_both(pipe, path) -> tuple[dict, dict]:
+    handle = lora.apply(pipe, path, 1.0, adapter_name="lab")
+    try:
+        lab = S.lora_deltas(pipe, "lab")
+    finally:
+        lora.remove(pipe, handle)
+    with quiet_libraries():
+        pipe.load_lora_weights(str(path), adapter_name="diffusers")
+    try:
+        theirs = S.lora_deltas(pipe, "diffusers")
+    finally:
+        pipe.unload_lora_weights()
+    return lab, theirs
+
+
+@pytest.fixture(scope="module", params=["sd1", "sd2", "sdxl"])
+def skeleton(request):
+    pipe = S.skeleton(request.param)
+    S.materialize(pipe, S.unet_modules(request.param, full=True))
+    return pipe
+
+
+def assert_same_changes(lab: dict, theirs: dict, expected: int) -> None:
+    assert len(lab) == expected and sorted(lab) == sorted(theirs)
+    for name, delta in lab.items():
+        assert delta.abs().max() > 1e-6, name  # the file does change this module
+        assert torch.allclose(delta, theirs[name], rtol=1e-5, atol=1e-7), name
+
+
+@pytest.mark.parametrize(("writer", "full"), CASES)
+def test_each_module_changes_as_diffusers_changes_it(skeleton, tmp_path, writer, full):
+    path = wild_file(tmp_path, skeleton, writer, full)
+    lab, theirs = deltas_of_both(skeleton, path)
+    assert_same_changes(lab, theirs, len(S.targets(skeleton, full)))
+
+
+def test_kohya_sdxl_original_block_names_change_the_modules_diffusers_changes(tmp_path):
+    """sd-scripts writes SDXL UNet modules by their original names (lora_unet_input_blocks_4_1_...)."""
+    pipe = S.skeleton("sdxl")
+    S.materialize(pipe, S.unet_modules("sdxl", full=True))
+    g = W._gen(3)
+    parts = {f"{c}.{S.encoder_path(getattr(pipe, c), m) if c != 'unet' else m}":
+             writing.LoraPart(torch.randn(RANK, s[1], *s[2:], generator=g) * 0.02,
+                              torch.randn(s[0], RANK, *(1,) * (len(s) - 2), generator=g) * 0.02, 2.0)
+             for c, m, s in S.targets(pipe, full=True)}
+    path = writing.write_in_style(tmp_path / "sgm.safetensors", parts, "kohya", writing.sgm_layout(pipe))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        names = list(f.keys())
+    assert any(k.startswith("lora_unet_input_blocks_") for k in names)
+    assert any(k.startswith("lora_te2_text_model_") for k in names)
+    lab, theirs = deltas_of_both(pipe, path)
+    assert_same_changes(lab, theirs, len(parts))
