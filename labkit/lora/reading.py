@@ -26,6 +26,8 @@ FILE_KINDS = {"lora": "lora", "loha": "loha", "lokr": "lokr", "lycoris_full": "f
 # When a file's base cannot be told, its names and shapes are tried against these families.
 GUESS_FAMILIES = ("demo_sd1", "demo_sdxl", "sd1", "sd2", "sdxl", "flux", "sd3")
 NO_FAMILY = "no known family"  # what a file fits when no family's modules fit it
+NO_FAMILY_NOTE = ("no family the lab knows (the demo models, SD1, SD2, SDXL, SD3, Flux.1) has "
+                  "modules of these names and shapes: the anatomy lists no module.")
 PEFT_METADATA = "lora_adapter_metadata"  # diffusers' save_lora_weights: LoraConfig per component
 COLUMNS = ["prefix", "component", "module", "block", "kind", "rank", "alpha", "scale",
            "up_shape", "down_shape", "shapes", "up_norm", "down_norm", "delta_norm",
@@ -139,7 +141,8 @@ def match(table: Mapping[str, TensorInfo], targets: K.Targets, kind: str = "lora
         else:
             matched.append((module, target))
     unmatched = stray + [k for m in missing for k in m.keys.values()]
-    note = K.foreign_note([m.prefix for m in missing], targets.family)
+    note = (NO_FAMILY_NOTE if targets.family == NO_FAMILY and missing
+            else K.foreign_note([m.prefix for m in missing], targets.family))
     if stray:
         note = f"{len(stray)} keys are no adapter part ({', '.join(stray[:3])}...). {note}"
     return Adapter(Path(path), kind, base, dict(metadata or {}), targets, table, matched,

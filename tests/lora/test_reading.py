@@ -108,6 +108,7 @@ def test_a_lora_no_known_family_fits_is_read_against_no_model(tmp_path):
     sd = W.emit([("encoder.blocks.0.mixer", 96, 96, 0)], "peft", "backbone.", 4, g, W.torch.float32)
     frame = lk.lora.read(W.write_safetensors(tmp_path / "other.safetensors", sd))
     assert frame.attrs["family"] == "no known family" and len(frame) == 0
+    assert "no family the lab knows" in frame.attrs["note"]
     assert sorted(frame.attrs["unmatched"]) == sorted(sd)
 
 
