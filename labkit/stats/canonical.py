@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 FAMILY_MARKERS: tuple[tuple[str, str | None], ...] = (
     ("conditioner.embedders.1.", "sdxl"),
     ("conditioner.embedders.0.model.", "sdxl_refiner"),
+    ("cond_stage_model.model.", "sd2"),  # OpenCLIP-H, fused in_proj q/k/v
     ("model.diffusion_model.", "sd1"),
     ("first_stage_model.", "sd1"),
 )

@@ -33,7 +33,8 @@ def test_structure_is_read_off_real_keys(name, down, up):
     assert (len(vae["block_out_channels"]), vae["layers_per_block"]) == (4, 2)
 
 
-@pytest.mark.parametrize(("name", "layout"), [("sd15", layouts.SD1), ("sdxl_base", layouts.SDXL)])
+@pytest.mark.parametrize(("name", "layout"), [("sd15", layouts.SD1), ("sd21", layouts.SD2),
+                                              ("sdxl_base", layouts.SDXL)])
 def test_layout_of_a_real_file_is_the_familys_layout(name, layout):
     assert layout_of(model(table(name))) == layout
 
@@ -46,6 +47,15 @@ def test_every_real_key_gets_a_diffusers_name_but_the_original_only_ones():
     fused = "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
     assert [n for n, k in names.items() if k == fused] == [
         f"text_encoder_2/text_model.encoder.layers.0.self_attn.{x}_proj.weight" for x in "qkv"]
+
+
+def test_sd21s_fused_openclip_attention_gets_the_three_diffusers_names():
+    names = canonical_names(model(table("sd21")))
+    fused = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+    assert [n.split("self_attn.")[-1] for n, k in names.items() if k == fused] == [
+        f"{x}_proj.weight" for x in "qkv"]
+    assert all(n.startswith(("unet/", "vae/", "text_encoder/")) for n, k in names.items()
+               if k.startswith(("model.diffusion_model.", "first_stage_model.")))
 
 
 def test_folders_and_unknown_files_keep_their_names_but_old_text_spellings():
