@@ -1,11 +1,20 @@
-# The two commands in README.md: `make lab` and `make test`. The rest are helpers.
+# The commands in README.md: `make lab`, `make test` and `make test-fast`. The rest are helpers.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8888
+OFFLINE := HF_HUB_OFFLINE=1 DIFFUSERS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+# The browser tests drive Debian's Chromium through Playwright (which cannot download a browser
+# of its own offline), with DejaVu fonts for readable screenshots. .ci/run installs the same
+# packages before `make test`, which then finds them and runs no apt-get of its own.
+BROWSER_PACKAGES := chromium fonts-dejavu-core
+CHROMIUM ?= $(or $(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
+FONT ?= /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+# The fast subset: everything but the browser and notebook tests (pytest markers).
+FAST := not browser and not notebook
 
-.PHONY: lab test install lint bench zoo clean
+.PHONY: lab test test-fast browser-deps install lint bench zoo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,10 +36,36 @@ lab: $(STAMP)
 	  --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/00_welcome.ipynb \
 	  --ServerApp.open_browser=False --allow-root
 
-test: $(STAMP)
+# Chromium first, so a missing browser stops the run before the long install, not 7 errors deep.
+test: browser-deps $(STAMP)
 	$(VENV)/bin/ruff check labkit tests benchmarks
-	HF_HUB_OFFLINE=1 DIFFUSERS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check labkit tests benchmarks
+	$(OFFLINE) $(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+
+# Chromium and the fonts for the browser tests: installed with apt-get when run as root,
+# otherwise named with the command to install them.
+browser-deps:
+	@missing=""; [ -x "$(CHROMIUM)" ] || missing="Chromium ($(CHROMIUM))"; \
+	[ -f "$(FONT)" ] || missing="$${missing:+$$missing and }the DejaVu fonts ($(FONT))"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: the browser tests need $$missing: apt-get install $(BROWSER_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null || exit 1; \
+	  [ -x /usr/bin/chromium ] || { echo "make: apt-get installed no /usr/bin/chromium" >&2; exit 1; }; \
+	else \
+	  printf '%s\n' "" \
+	    "make test: the browser tests need $$missing: not found here." \
+	    "Install what they need with:" "" \
+	    "    sudo apt-get install -y --no-install-recommends $(BROWSER_PACKAGES)" "" \
+	    "then run make test again; or run all but the browser and notebook tests: make test-fast" \
+	    "" >&2; \
+	  exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check labkit tests benchmarks
