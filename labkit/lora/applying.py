@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from labkit.errors import IncompatibleModelError, LabkitError
 from labkit.identify.fit import check_family, pipeline_family
+from labkit.identify.rules import BASE_NAMES
 from labkit.lora import anatomy as M
 from labkit.lora import keys as K
 from labkit.lora.reading import Adapter, delta_shape, fits, open_adapter
@@ -30,6 +31,9 @@ from labkit.quiet import quiet_libraries
 
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full-diff adapter",
               "dora": "DoRA"}
+# Bases the lab cannot run here (no Flux or SD3 pipeline) -> the diffusers pipeline that loads them.
+UNRUNNABLE = {"flux": "FluxPipeline", "flux_dev": "FluxPipeline", "flux_schnell": "FluxPipeline",
+              "sd3": "StableDiffusion3Pipeline"}
 REGISTRY = "_labkit_loras"  # attribute on the pipeline: adapter name -> Handle
 BlockWeights = Mapping[str, float] | Sequence[float] | None
 _names = count(1)
@@ -160,6 +164,19 @@ def _component(pipe: Any, target: K.Target) -> torch.nn.Module:
     return getattr(pipe, target.component)
 
 
+def check_runnable(adapter: Adapter, family: str) -> None:
+    """Raise IncompatibleModelError when the adapter is for a family the lab cannot run (Flux, SD3)."""
+    if adapter.base not in UNRUNNABLE:
+        return
+    raise IncompatibleModelError(
+        f"this {KIND_NAMES.get(adapter.kind, adapter.kind)} is for {BASE_NAMES[adapter.base]} "
+        f"(base {adapter.base}), a transformer model the lab cannot run: it applies adapters to "
+        f"SD1, SD2 and SDXL-style pipelines only, and this pipeline is {family}.", adapter.path,
+        hint=f"Read it without a pipeline (labkit.lora.read(path)) to study its modules; to use "
+             f"it, load it with diffusers' {UNRUNNABLE[adapter.base]}.load_lora_weights on a "
+             f"machine that runs {BASE_NAMES[adapter.base]}.")
+
+
 def _check_fits(adapter: Adapter, pipe: Any, family: str) -> None:
     """Raise IncompatibleModelError when names or shapes do not fit the pipeline."""
     from labkit.lora.reading import require_matched
@@ -275,10 +292,12 @@ def apply(pipe: Any, path: str | Path, strength: float = 1.0, block_weights: Blo
     weighted per SD block (a {block: weight} dict, or a list in `block_names(pipe)` order).
 
     Raises NotAModelError (not a LoRA-like file, e.g. a textual inversion), CorruptFileError
-    (truncated or damaged), IncompatibleModelError (for another family than the pipeline's).
+    (truncated or damaged), IncompatibleModelError (for another family than the pipeline's, or
+    for Flux or SD3, which the lab cannot run).
     """
     family = pipeline_family(pipe)
     adapter = open_adapter(path, pipe)
+    check_runnable(adapter, family)
     if adapter.kind == "dora":
         raise IncompatibleModelError(
             "is a DoRA: the lab reads its anatomy (labkit.lora.reading) but does not apply DoRA.",

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from labkit import lora
 from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError, NotAModelError
 from labkit.lora.sweeping import noise
+from tests.fixtures import wild_formats as W
 from tests.fixtures.lora_samples import (
     single_thread,
     truncate,
@@ -334,3 +335,28 @@ def test_sd1_and_sdxl_style_loras_are_refused_by_the_other_family(demo, demo_xl,
     base = "demo_sd1" if into == "xl" else "demo_sdxl"
     assert f"Use it with a {base} pipeline" in message and f"demo_config('{base}')" in message
     assert lora.applied(pipe) == []
+
+
+# ---- Flux and SD3 adapters: the lab cannot run those families, and says so ----
+
+@pytest.mark.parametrize(("builder", "family", "loader"), [
+    (W.flux_lora_kohya, "Flux.1", "FluxPipeline"),
+    (W.flux_lora_diffusers, "Flux.1", "FluxPipeline"),
+    (W.flux_lora_xlabs, "Flux.1", "FluxPipeline"),
+    (W.flux_lora_comfy, "Flux.1", "FluxPipeline"),
+    (W.flux_lora_aitoolkit, "Flux.1", "FluxPipeline"),
+    (W.sd3_lora, "SD3", "StableDiffusion3Pipeline"),
+    (lambda: W.sd3_lora("sd35_large", te=True), "SD3", "StableDiffusion3Pipeline"),
+])
+def test_flux_and_sd3_adapters_are_refused_with_what_to_do(pipe, tmp_path, builder, family, loader):
+    path = W.write_safetensors(tmp_path / "transformer_lora.safetensors", *builder())
+    for attempt in (lambda: lora.apply(pipe, path, 1.0),
+                    lambda: lora.sweep(pipe, path, [0.0, 1.0], "a cat", steps=STEPS)):
+        with pytest.raises(IncompatibleModelError) as e:
+            attempt()
+        message = str(e.value)
+        assert f"is for {family} (base " in message and "cannot run" in message
+        assert str(path) in message and f"{loader}.load_lora_weights" in message
+        assert "this pipeline is demo_sd1" in message  # named as the pipeline, never as the file's
+    assert lora.applied(pipe) == []
+    assert type(pipe.unet.get_submodule(TO_Q)) is torch.nn.Linear  # nothing was put on
