@@ -37,8 +37,6 @@ STEP_KEYS = ("step", "ss_steps", "global_step")
 WIDTH_FAMILIES = {768: "SD1, or SDXL's first encoder", 1024: "SD2", 1280: "SDXL's second encoder",
                   4096: "T5-XXL: SD3's third encoder, Flux's second"}
 MULTI_VECTOR = "{token}_{i}"  # diffusers' names for a multi-vector embedding's extra rows
-# The ldm code saves each placeholder's token id as a 0-d tensor (A1111 as an int): not a vector.
-TOKEN_ID_PREFIX = "string_to_token."
 
 
 @dataclass
@@ -56,10 +54,10 @@ class TextualInversion:
     name: str
     token: str
     vectors: dict[str, torch.Tensor]
-    parts: dict[str, str] = field(default_factory=dict)
     base: str = "unknown"
     step: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    parts: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_vectors(self) -> int:
@@ -121,10 +119,9 @@ def read_textual_inversion(path: str | Path) -> TextualInversion:
     name = (parts[0][1][0] if form == "diffusers" else None) or _first(meta, NAME_KEYS) \
         or model.path.stem
     step = _first(meta, STEP_KEYS)
-    return TextualInversion(model.path, form, name, _as_token(name), vectors,
-                            {enc: ", ".join(ks) for enc, ks in parts}, ident.base,
+    return TextualInversion(model.path, form, name, _as_token(name), vectors, ident.base,
                             int(float(step)) if step and step.replace(".", "", 1).isdigit() else None,
-                            meta)
+                            meta, {enc: ", ".join(ks) for enc, ks in parts})
 
 
 def _encoders(pipe: Any) -> list[tuple[str, str]]:

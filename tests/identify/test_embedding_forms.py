@@ -110,3 +110,13 @@ def test_the_one_encoder_pickle_forms_set_the_token_id_aside():
     ((768, 1280, 4096), "sd3"), ((4096,), None), ((1280, 768), None), ((4096, 768), None)])
 def test_width_base_reads_the_tables(widths, base):
     assert F.width_base(widths) == base
+
+
+@pytest.mark.parametrize(("metadata", "base"), [
+    ({"modelspec.architecture": "flux-1-dev/textual-inversion"}, "flux_dev"),
+    ({"modelspec.architecture": "flux-1-schnell/textual-inversion"}, "flux_schnell"),
+    ({"ss_base_model_version": "flux1"}, "flux")])
+def test_metadata_tells_the_flux_variant_the_widths_cannot(metadata, base):
+    identity = _ident("flux", metadata)
+    assert (identity.base, identity.base_source) == (base, "metadata")
+    assert identity.evidence[0].endswith("768 + 4096 -> flux")
