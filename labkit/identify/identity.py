@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from labkit.identify import rules as R
 from labkit.identify.adapters import adapter
-from labkit.identify.embedding_forms import embedding
+from labkit.identify.embedding_forms import PART_FORMS, embedding
 from labkit.identify.told import Identity, prediction_variants, told_base
 from labkit.tensors import TensorInfo
 
@@ -60,9 +60,11 @@ def _looked_for(keys: list[str]) -> str:
     """The evidence of an unknown table: what was looked for, and what is there."""
     kinds = ", ".join(ss[0] for _, ss in R.ADAPTER_KINDS)
     first = ", ".join(keys[:3]) or "(no tensors)"
+    parts = ", ".join(" + ".join(p.keys) for p in PART_FORMS)
     return (f"no known layout among {len(keys)} keys: looked for adapter suffixes ({kinds}, "
-            ".lora_A.weight), TI forms (string_to_param.*, emb_params, clip_l + clip_g, "
-            "one {token: vector} key), TAESD / VAE-approx shapes and component marker keys ("
+            f".lora_A.weight) in every writer's key style, TI forms (string_to_param.*, "
+            f"emb_params, {parts}, one {{token: vector}} key), TAESD / VAE-approx shapes and "
+            "component marker keys ("
             + ", ".join(_MARKERS) + f"); first keys: {first}")
 
 
