@@ -13,10 +13,11 @@ every style reads to one table and applies to one image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pandas as pd
 import torch
 
 from labkit.errors import LabkitError
@@ -108,6 +109,18 @@ def module_keys(name: str, style: str, two_encoders: bool = False,
     if s.alpha is not None:
         out["alpha"] = s.alpha.format(**fields)
     return out
+
+
+def key_table(names: Iterable[str], two_encoders: bool = False) -> pd.DataFrame:
+    """One row per (style, module): the writer in words and the keys of down, up and alpha (empty
+    where the style has no name for the module or no alpha slot)."""
+    rows, names = [], list(names)
+    for style, s in KEY_STYLES.items():
+        for name in names:
+            keys = module_keys(name, style, two_encoders) if can_name(style, name) else {}
+            rows.append({"style": style, "writer": s.writer, "module": name,
+                         **{role: keys.get(role, "") for role in ("down", "up", "alpha")}})
+    return pd.DataFrame(rows)
 
 
 def sgm_layout(pipe: Any) -> layouts.Layout | None:

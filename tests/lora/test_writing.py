@@ -110,3 +110,13 @@ def test_convert_rewrites_a_whole_file(tmp_path):
 def test_only_plain_lora_files_are_rewritten():
     with pytest.raises(LabkitError, match="not a down/up pair"):
         writing.adapter_parts(lora.open_adapter(zoo.path("demo_loha_outlined")))
+
+
+def test_the_key_table_has_a_row_per_style_and_module():
+    table = writing.key_table([TO_Q, FF])
+    assert len(table) == 2 * len(writing.KEY_STYLES)
+    row = table.set_index(["style", "module"])
+    assert row.loc[("PEFT", TO_Q), "up"].endswith(".to_q.lora_B.weight")
+    assert row.loc[("kohya", FF), "alpha"].startswith("lora_unet_mid_block_")
+    assert row.loc[("attention processor", FF), "down"] == ""  # no name for a feed-forward
+    assert row.loc[("LoRACompatibleLinear", TO_Q), "alpha"] == ""  # no alpha slot
