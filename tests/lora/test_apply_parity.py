@@ -61,23 +61,28 @@ def through_diffusers(pipe, path) -> np.ndarray:
         pipe.unload_lora_weights()
 
 
-@pytest.fixture(scope="module", params=[("demo_sd1", "demo_lora_striped"),
-                                        ("demo_sdxl", "demo_lora_striped_xl")], ids=["sd1", "sdxl"])
+# Each demo model with its LoRA files as shipped: kohya (the first), and PEFT with diffusers'
+# lora_adapter_metadata (alpha 4, rank 8).
+DEMOS = {"demo_sd1": ("demo_lora_striped", "demo_lora_striped_peft"),
+         "demo_sdxl": ("demo_lora_striped_xl",)}
+
+
+@pytest.fixture(scope="module", params=list(DEMOS), ids=["sd1", "sdxl"])
 def demo(request):
-    """(pipeline, the demo LoRA's parts, the base image)."""
+    """(pipeline, the demo kohya LoRA's parts, the base image, the shipped LoRA files)."""
     from labkit import zoo
     from labkit.generate import pipelines
 
-    model, adapter = request.param
-    pipe = pipelines.load_pipeline(zoo.path(model), progress=False)
+    pipe = pipelines.load_pipeline(zoo.path(request.param), progress=False)
     pipe.set_progress_bar_config(disable=True)
-    parts = writing.adapter_parts(lora.open_adapter(zoo.path(adapter), pipe))
-    return pipe, parts, render(pipe)
+    shipped = [zoo.path(name) for name in DEMOS[request.param]]
+    parts = writing.adapter_parts(lora.open_adapter(shipped[0], pipe))
+    return pipe, parts, render(pipe), shipped
 
 
 @pytest.mark.parametrize(("style", "full"), CASES)
 def test_the_demo_lora_in_each_style_makes_diffusers_image(demo, tmp_path, style, full):
-    pipe, parts, base = demo
+    pipe, parts, base, _ = demo
     chosen = parts if full else writing.nameable(parts, "attention processor")
     path = writing.write_in_style(tmp_path / "lora.safetensors", chosen, style, writing.sgm_layout(pipe))
     lab, ours = through_the_lab(pipe, path), through_diffusers(pipe, path)
@@ -86,10 +91,18 @@ def test_the_demo_lora_in_each_style_makes_diffusers_image(demo, tmp_path, style
     assert np.array_equal(render(pipe), base)  # both came off
 
 
+def test_the_demo_files_as_shipped_make_diffusers_image(demo):
+    pipe, _, base, shipped = demo
+    for path in shipped:
+        lab = through_the_lab(pipe, path)
+        assert np.abs(lab - base).mean() > 5 * MEAN_TOLERANCE, path.name
+        assert np.abs(lab - through_diffusers(pipe, path)).mean() <= MEAN_TOLERANCE, path.name
+
+
 def test_diffusers_fused_lora_makes_the_lab_image_too(demo, tmp_path):
     """diffusers' default leaves the LoRA unfused (a branch, as the lab's); fused into the weights
     the image moves by rounding only."""
-    pipe, parts, _ = demo
+    pipe, parts, _, _ = demo
     path = writing.write_in_style(tmp_path / "lora.safetensors", parts, "kohya", writing.sgm_layout(pipe))
     lab = through_the_lab(pipe, path)
     with quiet_libraries():
@@ -176,6 +189,33 @@ def test_each_module_changes_as_diffusers_changes_it(skeleton, tmp_path, writer,
     path = wild_file(tmp_path, skeleton, writer, full)
     lab, theirs = deltas_of_both(skeleton, path)
     assert_same_changes(lab, theirs, len(S.targets(skeleton, full)))
+
+
+def test_peft_alphas_and_ranks_from_diffusers_metadata_change_what_diffusers_changes(skeleton, tmp_path):
+    """diffusers >= 0.34 saves each component's LoraConfig in the `lora_adapter_metadata` header:
+    here lora_alpha 8 over rank 4 (scale 2), and one UNet module at rank 8 with alpha 2."""
+    import json
+
+    found = S.targets(skeleton, full=True)
+    odd = found[0][1]  # a UNet module
+    g, sd, meta = W._gen(7), {}, {}
+    for component in dict.fromkeys(c for c, _, _ in found):
+        rows = [(m if c == "unet" else f"text_model.{m}", s[1], s[0], int(len(s) == 4))
+                for c, m, s in found if c == component]
+        ranks = {odd: 2 * RANK} if component == "unet" else {}
+        sd |= W.emit(rows, "peft", f"{component}.", RANK, g, torch.float32, ranks=ranks)
+        # target_modules by full name: leaf names ("to_q") would make peft wrap every to_q
+        config = W.peft_config([m for c, m, _ in found if c == component], RANK, ranks,
+                               {odd: 2} if component == "unet" else {}) | {"lora_alpha": 2 * RANK}
+        meta |= {f"{component}.{k}": v for k, v in config.items()}
+    path = W.write_safetensors(tmp_path / "peft_meta.safetensors", sd,
+                               {"format": "pt", "lora_adapter_metadata": json.dumps(meta)})
+    lab, theirs = deltas_of_both(skeleton, path)
+    assert_same_changes(lab, theirs, len(found))
+    layer = skeleton.unet.get_submodule(odd)
+    down, up = sd[f"unet.{odd}.lora_A.weight"], sd[f"unet.{odd}.lora_B.weight"]
+    by_hand = (2 / (2 * RANK)) * (up.flatten(1) @ down.flatten(1)).reshape(layer.weight.shape)
+    assert torch.allclose(lab[f"unet.{odd}"], by_hand, atol=1e-7)  # the pattern's alpha and rank
 
 
 def test_kohya_sdxl_original_block_names_change_the_modules_diffusers_changes(tmp_path):
