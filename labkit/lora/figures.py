@@ -14,7 +14,8 @@ from labkit.identify.blocks import block_sort_key
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COMPONENT_COLOURS = {"unet": "#1c64f2", "text_encoder": "#e3a008", "text_encoder_2": "#9061f9"}
+COMPONENT_COLOURS = {"unet": "#1c64f2", "transformer": "#1c64f2", "text_encoder": "#e3a008",
+                     "text_encoder_2": "#9061f9", "text_encoder_3": "#e74694"}
 TRAINING_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha",
                  "ss_base_model_version", "ss_sd_model_name", "ss_resolution", "ss_steps",
                  "ss_epoch", "ss_learning_rate", "ss_training_comment", "modelspec.architecture",
@@ -30,14 +31,14 @@ def _figure(width: float = 8, height: float = 3.2, n: int = 1) -> tuple[Figure, 
 
 
 def block_norms(frame: pd.DataFrame) -> pd.DataFrame:
-    """The delta's size per SD block (root of the summed squared module norms) and module
-    count, in UNet order (BASE first)."""
+    """The delta's size per block (root of the summed squared module norms) and module count,
+    in UNet order (BASE first; a transformer's D00.. / S00.. / J00.. blocks in their order)."""
     if frame.empty:
         return pd.DataFrame(columns=["block", "component", "delta_norm", "modules"])
     grouped = frame.groupby(["block", "component"], sort=False).agg(
         delta_norm=("delta_norm", lambda s: float((s.astype(float) ** 2).sum() ** 0.5)),
         modules=("module", "size")).reset_index()
-    return grouped.sort_values("block", key=lambda s: s.map(block_sort_key),
+    return grouped.sort_values("block", key=lambda s: s.map(lambda b: (block_sort_key(b), b)),
                                kind="stable").reset_index(drop=True)
 
 
