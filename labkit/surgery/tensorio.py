@@ -1,0 +1,177 @@
+"""Model files read and written one tensor at a time, so that surgery on two 2 GB checkpoints
+holds a few tensors in memory, never whole models.
+
+Reading: a .safetensors file by positional reads (no mmap: mapped pages count as the process's
+memory), other forms through labkit.files' ModelFile.tensor. Writing: the output's table is
+known before any tensor is (names, shapes and dtypes come from the sources' headers), so its
+header is written first and each tensor's bytes after it, to a hidden temporary file beside the
+destination that is renamed into place at the end: a destination is absent or complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from labkit.errors import CorruptFileError, LabkitError, NotAModelError
+from labkit.files.model_file import ModelFile
+from labkit.files.opener import open_model
+from labkit.files.safetensors_header import read_header
+from labkit.tensors import DTYPES, TensorInfo, dtype_name
+
+OUTPUT_SUFFIX = ".safetensors"
+TMP_SUFFIX = ".partial"
+ALIGN = 8  # safetensors pads its header so that the data starts on an 8-byte boundary
+_REOPEN = "The file may have changed since it was opened: open it again."
+
+
+class Reader:
+    """One source model: its ModelFile (table, metadata, identity) and its tensors one by one."""
+
+    def __init__(self, path: str | Path):
+        self.model: ModelFile = open_model(path)
+        self.path = self.model.path
+        self.table: Mapping[str, TensorInfo] = self.model.table
+        self._header = read_header(self.path) if self.model.format == "safetensors" else None
+        self._file: BinaryIO | None = None
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """One tensor, read on its own (a fresh buffer, safe to keep). Raises CorruptFileError."""
+        if self._header is None:
+            return self.model.tensor(name)
+        info = self.table[name]
+        begin, end = self._header.offsets[name]
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        buffer = bytearray(end - begin)
+        self._file.seek(self._header.data_start + begin)
+        got = self._file.readinto(buffer)
+        if got != len(buffer):
+            raise CorruptFileError(f"ends inside tensor {name!r}.", self.path, _REOPEN)
+        torch_dtype = DTYPES[info.dtype][0]
+        if torch_dtype is None:
+            raise NotAModelError(f"tensor {name!r} has dtype {info.dtype}, which torch cannot "
+                                 "hold.", self.path, "Surgery works on float and integer tensors.")
+        if not buffer:
+            return torch.empty(info.shape, dtype=torch_dtype)
+        return torch.frombuffer(buffer, dtype=torch_dtype).reshape(info.shape)
+
+    def close(self) -> None:
+        """Close the file handle, if one is open."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@contextmanager
+def readers(*paths: str | Path | None) -> Iterator[list[Reader | None]]:
+    """Readers for the given paths (None stays None), closed at the end. Raises what open_model
+    raises: NotAModelError, CorruptFileError, UnsafeFileError."""
+    opened: list[Reader | None] = []
+    try:
+        for path in paths:
+            opened.append(None if path is None else Reader(path))
+        yield opened
+    finally:
+        for reader in opened:
+            if reader is not None:
+                reader.close()
+
+
+def check_output(out: str | Path, sources: list[Path], overwrite: bool = False) -> Path:
+    """The output path, refused (LabkitError) when it is not a .safetensors name, is one of the
+    sources, or exists without overwrite."""
+    out = Path(out)
+    if out.suffix != OUTPUT_SUFFIX:
+        raise LabkitError(f"has suffix {out.suffix!r}; surgery writes {OUTPUT_SUFFIX} files.", out,
+                          f"End the output name in {OUTPUT_SUFFIX}.")
+    if any(out.resolve() == Path(s).resolve() for s in sources):
+        raise LabkitError("is one of the sources; the lab never overwrites its sources.", out,
+                          "Choose another output name.")
+    if out.is_dir():
+        raise LabkitError("is a folder.", out, "Give a file name ending in .safetensors.")
+    if out.exists() and not overwrite:
+        raise LabkitError("already exists.", out, "Pass overwrite (--overwrite) to replace it, "
+                          "or choose another output name.")
+    return out
+
+
+def header_bytes(plan: Mapping[str, TensorInfo], metadata: Mapping[str, str]) -> bytes:
+    """The 8-byte length and the JSON header of a safetensors file holding `plan`, in order."""
+    entries: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, info in plan.items():
+        entries[name] = {"dtype": info.dtype, "shape": list(info.shape),
+                         "data_offsets": [offset, offset + info.nbytes]}
+        offset += info.nbytes
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % ALIGN)
+    return len(text).to_bytes(8, "little") + text
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's bytes in memory order (any dtype, bf16 included)."""
+    flat = tensor.detach().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+class StreamWriter:
+    """Writes the tensors of a planned table, in the plan's order, after its header."""
+
+    def __init__(self, f: BinaryIO, plan: Mapping[str, TensorInfo], dst: Path):
+        self._f, self._dst = f, dst
+        self._pending = iter(plan.items())
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write the next tensor of the plan; its name, shape and dtype must be the plan's."""
+        want_name, want = next(self._pending, (None, None))
+        got = TensorInfo(tuple(tensor.shape), dtype_name(tensor.dtype))
+        if (name, got) != (want_name, want):
+            raise ValueError(f"{self._dst}: expected {want_name} {want}, got {name} {got}")
+        self._f.write(tensor_bytes(tensor))
+
+    def finished(self) -> bool:
+        """Whether every planned tensor was written."""
+        return next(self._pending, None) is None
+
+
+@contextmanager
+def stream_writer(dst: Path, plan: Mapping[str, TensorInfo],
+                  metadata: Mapping[str, str]) -> Iterator[StreamWriter]:
+    """A writer for `plan` into a temporary file beside dst, renamed onto dst when the block ends
+    with every tensor written. Raises LabkitError when the disk refuses the write."""
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(header_bytes(plan, metadata))
+            writer = StreamWriter(f, plan, dst)
+            yield writer
+            if not writer.finished():
+                raise ValueError(f"{dst}: not every planned tensor was written")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except OSError as e:
+        raise LabkitError(f"could not be written ({e.strerror or e}).", dst,
+                          "Check free disk space and write permission there.") from e
+    finally:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def write_tensors(dst: Path, tensors: Mapping[str, torch.Tensor],
+                  metadata: Mapping[str, str]) -> Path:
+    """Write a small dict of tensors (a LoRA) atomically as .safetensors; returns dst."""
+    plan = {k: TensorInfo(tuple(v.shape), dtype_name(v.dtype)) for k, v in tensors.items()}
+    with stream_writer(dst, plan, metadata) as w:
+        for name, tensor in tensors.items():
+            w.write(name, tensor)
+    return dst

@@ -1,0 +1,189 @@
+"""merge on the demo SD1 checkpoint: the formulas per tensor, per-block alphas, integers, EMA,
+inpainting channels, refusals, the recipe, and sources left as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from labkit import zoo
+from labkit.errors import IncompatibleModelError, LabkitError
+from labkit.identify.blocks import block_labels
+from labkit.surgery import merge, recipe_of
+from labkit.surgery.merging import key_action
+from labkit.tensors import TensorInfo
+from tests.surgery import samples as S
+
+
+@pytest.fixture(scope="module")
+def abc(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("merge")
+    a, b, c = S.sd1_pair(folder)
+    # B's position_ids differ, so that interpolating them would show
+    b_tensors = load_file(str(b)) | {S.POSITION_IDS: torch.arange(77).flip(0)[None].clone()}
+    S.save(b_tensors, b)
+    return a, b, c
+
+
+def loaded(*paths):
+    return [load_file(str(p)) for p in paths]
+
+
+def test_weighted_sum_is_the_formula_per_tensor_and_integers_come_from_a(abc, tmp_path):
+    a, b, _ = abc
+    out = tmp_path / "m.safetensors"
+    report = merge(a, b, out=out, alpha=0.3, progress=False)
+    ta, tb, tm = loaded(a, b, out)
+    assert list(tm) == list(ta)
+    for name, t in ta.items():
+        if t.is_floating_point():
+            torch.testing.assert_close(tm[name], ta[name] * 0.7 + tb[name] * 0.3, rtol=0, atol=1e-7)
+    assert torch.equal(tm[S.POSITION_IDS], ta[S.POSITION_IDS])
+    assert report.attrs["counts"] == {"merged": len(ta) - 1, "integer": 1}
+
+
+def test_add_difference_is_a_plus_b_minus_c_times_x(abc, tmp_path):
+    a, b, c = abc
+    out = tmp_path / "d.safetensors"
+    merge(a, b, c, out=out, mode="add_difference", alpha=0.8, progress=False)
+    ta, tb, tc, tm = loaded(a, b, c, out)
+    for name, t in ta.items():
+        if t.is_floating_point():
+            torch.testing.assert_close(tm[name], ta[name] + (tb[name] - tc[name]) * 0.8,
+                                       rtol=0, atol=1e-6)
+    assert not torch.equal(tm[S.TEXT_Q], ta[S.TEXT_Q])
+
+
+def test_block_alphas_pick_each_blocks_share_of_b(abc, tmp_path):
+    a, b, _ = abc
+    out = tmp_path / "blocks.safetensors"
+    report = merge(a, b, out=out, alpha=0.5, blocks="BASE=0,OUT*=1", progress=False)
+    ta, tb, tm = loaded(a, b, out)
+    blocks = dict(zip(ta, block_labels(ta), strict=True))
+    assert torch.equal(tm[S.TEXT_Q], ta[S.TEXT_Q])  # BASE: all A
+    assert torch.equal(tm[S.OUT_KEY], tb[S.OUT_KEY])  # OUT05: all B
+    torch.testing.assert_close(tm[S.VAE_KEY], (ta[S.VAE_KEY] + tb[S.VAE_KEY]) * 0.5)
+    rows = report.set_index("name")
+    assert {rows.loc[n, "alpha"] for n, blk in blocks.items() if blk.startswith("OUT")} == {1.0}
+
+
+def test_half_inputs_are_merged_in_float32_and_written_in_as_dtype(tmp_path):
+    a16 = S.demo_tensors(torch.float16)
+    b32 = S.tuned(S.demo_tensors(), 3)
+    a, b = S.save(a16, tmp_path / "a16.safetensors"), S.save(b32, tmp_path / "b32.safetensors")
+    out = tmp_path / "m16.safetensors"
+    merge(a, b, out=out, alpha=0.5, progress=False)
+    tm = load_file(str(out))
+    for name, t in a16.items():
+        if t.is_floating_point():
+            assert tm[name].dtype == torch.float16
+            want = (t.float() * 0.5 + b32[name] * 0.5).half()
+            assert torch.equal(tm[name], want), name
+
+
+def test_models_of_two_families_are_refused_naming_both_files(abc, tmp_path):
+    xl = zoo.path("demo_sdxl_single")
+    with pytest.raises(IncompatibleModelError) as err:
+        merge(abc[0], xl, out=tmp_path / "x.safetensors", progress=False)
+    assert str(abc[0]) in str(err.value) and str(xl) in str(err.value)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_lora_given_as_a_model_is_refused(abc, tmp_path):
+    with pytest.raises(IncompatibleModelError, match="lora, not a model"):
+        merge(abc[0], zoo.path("demo_lora_striped"), out=tmp_path / "x.safetensors",
+              progress=False)
+
+
+def test_an_inpainting_a_keeps_its_extra_channels_and_merges_the_shared_ones(abc, tmp_path):
+    a_tensors = S.inpainting(load_file(str(abc[0])))
+    a = S.save(a_tensors, tmp_path / "inpaint.safetensors")
+    out = tmp_path / "m.safetensors"
+    report = merge(a, abc[1], out=out, alpha=0.4, progress=False)
+    tb, tm = loaded(abc[1], out)
+    conv = tm[S.CONV_IN]
+    assert conv.shape[1] == 9
+    torch.testing.assert_close(conv[:, :4], a_tensors[S.CONV_IN][:, :4] * 0.6 + tb[S.CONV_IN] * 0.4)
+    assert torch.equal(conv[:, 4:], a_tensors[S.CONV_IN][:, 4:])
+    assert report.set_index("name").loc[S.CONV_IN, "action"] == "partial"
+    with pytest.raises(IncompatibleModelError, match="only as model A"):
+        merge(abc[1], a, out=tmp_path / "swapped.safetensors", progress=False)
+
+
+def test_ema_copies_are_dropped_unless_kept(abc, tmp_path):
+    a = S.save(S.with_ema(load_file(str(abc[0]))), tmp_path / "ema_a.safetensors")
+    b = S.save(S.with_ema(load_file(str(abc[1]))), tmp_path / "ema_b.safetensors")
+    dropped = merge(a, b, out=tmp_path / "drop.safetensors", progress=False)
+    assert S.EMA_KEY not in load_file(str(tmp_path / "drop.safetensors"))
+    assert dropped.attrs["counts"]["ema_dropped"] == 1
+    merge(a, b, out=tmp_path / "keep.safetensors", ema="keep", progress=False)
+    kept = load_file(str(tmp_path / "keep.safetensors"))[S.EMA_KEY]
+    torch.testing.assert_close(kept, (load_file(str(a))[S.EMA_KEY] + load_file(str(b))[S.EMA_KEY]) / 2)
+
+
+def test_keys_in_one_model_only_are_reported(abc, tmp_path):
+    a = S.save(load_file(str(abc[0])) | {"extra_in_a": torch.ones(3)}, tmp_path / "xa.safetensors")
+    b = S.save(load_file(str(abc[1])) | {"extra_in_b": torch.ones(3)}, tmp_path / "xb.safetensors")
+    report = merge(a, b, out=tmp_path / "m.safetensors", progress=False).set_index("name")
+    out = load_file(str(tmp_path / "m.safetensors"))
+    assert report.loc["extra_in_a", "action"] == "only_in_a" and "extra_in_a" in out
+    assert report.loc["extra_in_b", "action"] == "only_in_b" and "extra_in_b" not in out
+
+
+def test_key_action_table():
+    f, i = TensorInfo((4, 9, 3, 3), "F16"), TensorInfo((1, 77), "I64")
+    assert key_action("k", f, [f], "drop") == "merged"
+    assert key_action("k", i, [i], "drop") == "integer"
+    assert key_action("k", f, [None], "drop") == "only_in_a"
+    assert key_action("k", f, [TensorInfo((4, 4, 3, 3), "F16")], "drop") == "partial"
+    assert key_action("k", f, [TensorInfo((5, 9, 3, 3), "F16")], "drop") == "shape_mismatch"
+    assert key_action("model_ema.x", f, [f], "drop") == "ema_dropped"
+    assert key_action("model_ema.x", f, [f], "keep") == "merged"
+
+
+def test_the_recipe_names_the_sources_hashes_and_keeps_lineage(abc, tmp_path):
+    a, b, c = abc
+    first = tmp_path / "first.safetensors"
+    merge(a, b, out=first, alpha=0.25, progress=False)
+    second = tmp_path / "second.safetensors"
+    merge(first, c, out=second, alpha=0.5, blocks="BASE=0", progress=False)
+    with safe_open(str(second), "pt") as f:
+        meta = f.metadata()
+    made = recipe_of(meta)
+    assert made["operation"] == "merge" and made["parameters"]["blocks"] == "BASE=0"
+    assert meta["modelspec.sai_model_spec"] and meta["modelspec.title"] == "second"
+    parent, other = made["sources"]
+    assert parent["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest().upper()
+    assert other["sha256"] == hashlib.sha256(c.read_bytes()).hexdigest().upper()
+    grand = parent["recipe"]
+    assert grand["parameters"]["alpha"] == 0.25
+    assert [s["name"] for s in grand["sources"]] == ["a.safetensors", "b.safetensors"]
+    assert json.loads(meta["labkit.recipe"]) == made
+
+
+def test_sources_are_never_modified_and_outputs_are_refused_when_they_exist(abc, tmp_path):
+    a, b, _ = abc
+    before = [hashlib.sha256(p.read_bytes()).digest() for p in (a, b)]
+    out = tmp_path / "m.safetensors"
+    merge(a, b, out=out, progress=False)
+    with pytest.raises(LabkitError, match="already exists"):
+        merge(a, b, out=out, progress=False)
+    with pytest.raises(LabkitError, match="one of the sources"):
+        merge(a, b, out=a, overwrite=True, progress=False)
+    assert [hashlib.sha256(p.read_bytes()).digest() for p in (a, b)] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temp file left
+
+
+def test_bad_modes_and_missing_c_are_refused(abc, tmp_path):
+    a, b, c = abc
+    with pytest.raises(LabkitError, match="unknown merge mode"):
+        merge(a, b, out=tmp_path / "x.safetensors", mode="sum", progress=False)
+    with pytest.raises(LabkitError, match="takes 3 models"):
+        merge(a, b, out=tmp_path / "x.safetensors", mode="add_difference", progress=False)
+    with pytest.raises(LabkitError, match="only by mode add_difference"):
+        merge(a, b, c, out=tmp_path / "x.safetensors", progress=False)
