@@ -54,13 +54,9 @@ def test_empty_anatomy_draws_empty_figures():
 
 
 def test_block_norms_put_text_encoders_first_then_a_transformers_blocks_in_order():
-    import pandas as pd
-
-    from labkit.lora.figures import block_norms
-
     frame = pd.DataFrame({"block": ["S00", "D09", "BASE", "D00", "S00"], "component":
                           ["transformer", "transformer", "text_encoder", "transformer", "transformer"],
                           "delta_norm": [3.0, 1.0, 1.0, 1.0, 4.0], "module": list("abcde")})
-    table = block_norms(frame)
+    table = P.block_norms(frame)
     assert list(table["block"]) == ["BASE", "D00", "D09", "S00"]
     assert table.set_index("block").loc["S00", "delta_norm"] == 5.0
