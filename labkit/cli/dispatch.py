@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from labkit.cli import convert as convert_cli
 from labkit.cli import stats as stats_cli
+from labkit.cli import surgery as surgery_cli
 from labkit.cli.result import BAD_INPUT, OK, UNSAFE, Outcome
 from labkit.errors import LabkitError, UnsafeFileError
 
@@ -175,6 +176,7 @@ COMMANDS: dict[str, Command] = {
                        "file, fp16, EMA strip); sources are only read",
                        convert_cli.convert_arguments, convert_cli.run_convert,
                        convert_cli.show_convert),
+    **{name: Command(*row) for name, row in surgery_cli.COMMANDS.items()},
 }
 
 
