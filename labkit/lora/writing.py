@@ -3,10 +3,10 @@ labkit.identify.adapter_styles, which reads them all to one spelling.
 
 A LoRA is, per patched module, a down and an up matrix and (for kohya) an alpha. kohya spells the
 module with underscores under `lora_unet_` / `lora_te_` (SDXL: `lora_te1_` / `lora_te2_` and the
-original UNet block names) and keeps alpha; diffusers' attention-processor era (<= 0.20) names the
+original UNet block names) and keeps alpha; diffusers' attention-processor era (0.12-0.23) names the
 processor of an attention layer (`attn1.processor.to_q_lora.down.weight`); its LoRACompatibleLinear
-era (0.21-0.25) hangs `.lora.down` under the module (`.lora_linear_layer.down` in text encoders);
-PEFT writes `.lora_A` / `.lora_B`. The diffusers styles have no alpha slot: their scale is 1, so a
+form (from 0.22; the SD/SDXL training scripts still save it) hangs `.lora.down` under the module
+(`.lora_linear_layer.down` in text encoders); PEFT writes `.lora_A` / `.lora_B`. The diffusers styles have no alpha slot: their scale is 1, so a
 part's alpha / rank is folded into its up matrix. For lessons and tests: one adapter written in
 every style reads to one table and applies to one image.
 """
@@ -43,15 +43,16 @@ class KeyStyle(NamedTuple):
 KEY_STYLES: dict[str, KeyStyle] = {
     "kohya": KeyStyle("kohya / sd-scripts (also A1111, ComfyUI)", "{c}{u}.{r}.weight",
                       "{c}{u}.{r}.weight", ("lora_down", "lora_up"), "{c}{u}.alpha", True),
-    "attention processor": KeyStyle("diffusers attention processors (<= 0.20)",
+    "attention processor": KeyStyle("diffusers attention processors (0.12-0.23)",
                                     "{c}{p}.processor.{l}_lora.{r}.weight",
                                     "{c}{p}.{l}_lora.{r}.weight", ("down", "up"), None, False,
                                     processor=True),
-    "LoRACompatibleLinear": KeyStyle("diffusers LoRACompatibleLinear (0.21-0.25)",
+    "LoRACompatibleLinear": KeyStyle("diffusers LoRACompatibleLinear (0.22 on; SD/SDXL scripts "
+                                     "still save it)",
                                      "{c}{m}.lora.{r}.weight", "{c}{m}.lora_linear_layer.{r}.weight",
                                      ("down", "up"), None, False),
-    "PEFT": KeyStyle("PEFT / diffusers >= 0.26", "{c}{m}.{r}.weight", "{c}{m}.{r}.weight",
-                     ("lora_A", "lora_B"), None, False),
+    "PEFT": KeyStyle("PEFT (diffusers >= 0.26 unconverted, peft)", "{c}{m}.{r}.weight",
+                     "{c}{m}.{r}.weight", ("lora_A", "lora_B"), None, False),
 }
 # The attention-processor era's leaf names of the projections it patches, per component kind.
 PROCESSOR_LEAVES = {"unet": {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out.0": "to_out"},
