@@ -23,8 +23,8 @@ from labkit.tensors import TensorInfo
 
 _DU = r"(down|up)\.weight$"
 # Old diffusers attention-processor leaves -> the module they patch.
-_UNET_LEAVES = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
-_TE_LEAVES = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+PROCESSOR_UNET_LEAVES = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
+PROCESSOR_TE_LEAVES = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
 # XLabs x-flux processors -> the BFL Flux module they patch (single blocks: qkv is the
 # attention part of linear1's output).
 _XLABS_LEAVES = {"qkv_lora1": "img_attn.qkv", "proj_lora1": "img_attn.proj",
@@ -48,9 +48,9 @@ def _rows(writer: str, rows: Iterable[tuple[str, str]]) -> list[Rewrite]:
 SUFFIX_STYLES: tuple[Rewrite, ...] = (
     *_rows("diffusers attention processor (<= 0.20)",
            [(rf"\.self_attn\.{leaf}_lora\.{_DU}", rf".self_attn.{mod}.lora_\1.weight")
-            for leaf, mod in _TE_LEAVES.items()]
+            for leaf, mod in PROCESSOR_TE_LEAVES.items()]
            + [(rf"\.processor\.{leaf}_lora\.{_DU}", rf".{mod}.lora_\1.weight")
-              for leaf, mod in _UNET_LEAVES.items()]),
+              for leaf, mod in PROCESSOR_UNET_LEAVES.items()]),
     *_rows("XLabs Flux processor", [(rf"\.processor\.{leaf}\.{_DU}", rf".{mod}.lora_\1.weight")
                                     for leaf, mod in _XLABS_LEAVES.items()]),
     *_rows("diffusers LoRACompatibleLinear (0.21-0.25)",

@@ -2,8 +2,9 @@
 
 `read` gives the anatomy table (labkit.lora.reading), `apply` / `remove` / `set_strength` put a file
 on a pipeline and take it off (labkit.lora.applying), `sweep` and `xyz_grid` make images at several
-strengths with the same noise (labkit.lora.sweeping); the key tables live in labkit.lora.keys and
-the weight-change math in labkit.lora.anatomy.
+strengths with the same noise (labkit.lora.sweeping); the key tables live in labkit.lora.keys (every
+writer's key style is read through labkit.identify.adapter_styles, and labkit.lora.writing writes one),
+Flux and SD3 module maps in labkit.lora.transformer_maps, the weight-change math in labkit.lora.anatomy.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import torch
 
 from labkit.errors import LabkitError
 from labkit.identify import layouts
+from labkit.identify.adapter_styles import PROCESSOR_TE_LEAVES, PROCESSOR_UNET_LEAVES
 from labkit.lora import keys as K
 from labkit.lora.reading import Adapter, open_adapter
 
@@ -55,9 +56,9 @@ KEY_STYLES: dict[str, KeyStyle] = {
                      "{c}{m}.{r}.weight", ("lora_A", "lora_B"), None, False),
 }
 # The attention-processor era's leaf names of the projections it patches, per component kind.
-PROCESSOR_LEAVES = {"unet": {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out.0": "to_out"},
-                    "text": {"q_proj": "to_q", "k_proj": "to_k", "v_proj": "to_v",
-                             "out_proj": "to_out"}}
+# (the reading table of identify.adapter_styles, turned around)
+PROCESSOR_LEAVES = {part: {module: leaf for leaf, module in leaves.items()}
+                    for part, leaves in (("unet", PROCESSOR_UNET_LEAVES), ("text", PROCESSOR_TE_LEAVES))}
 METADATA = {"format": "pt"}
 
 
