@@ -23,6 +23,11 @@ _VARIANT = re.compile(r"^(?:diffusion_pytorch_model|model)\.(\w+?)(?:-\d+-of-\d+
 # alpha_pattern) kept as the file's metadata under PEFT_CONFIG.
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# peft's DreamBooth example saves each wrapped model in its own folder (unet/, text_encoder/):
+# their parent opens as one adapter, keys under the component, configs as diffusers keeps them.
+PEFT_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
+PEFT_WRAPPER = "base_model.model."
+PEFT_METADATA = "lora_adapter_metadata"  # diffusers' per-component LoraConfig: {"unet.r": 4, ...}
 _INCOMPLETE = "The download is incomplete: fetch the missing files again."
 
 
@@ -147,6 +152,27 @@ def _peft_folder(path: Path) -> ModelFile:
     return model
 
 
+def _peft_components(path: Path) -> ModelFile | None:
+    """The PEFT adapter folders under a folder's component subfolders as one adapter, or None."""
+    parts = [c for c in PEFT_COMPONENTS if (path / c / PEFT_CONFIG).is_file()]
+    if not parts:
+        return None
+    table: dict[str, TensorInfo] = {}
+    where: dict[str, tuple[TensorSource, str]] = {}
+    configs: dict[str, object] = {}
+    formats = []
+    for component in parts:
+        model = _peft_folder(path / component)
+        formats.append(model.format)
+        for name, info in model.table.items():
+            key = f"{component}.{name.removeprefix(PEFT_WRAPPER)}"
+            table[key], where[key] = info, model.locate(name)
+        configs |= {f"{component}.{k}": v
+                    for k, v in json.loads(model.metadata[PEFT_CONFIG]).items()}
+    return ModelFile(path, formats[0], table, {PEFT_METADATA: json.dumps(configs)}, where,
+                     {c: path / c for c in parts})
+
+
 def open_folder(path: Path, variant: str | None = None) -> ModelFile:
     """Open a diffusers pipeline folder or a single component folder.
 
@@ -157,6 +183,8 @@ def open_folder(path: Path, variant: str | None = None) -> ModelFile:
         return _pipeline(path, variant)
     if (path / PEFT_CONFIG).is_file():
         return _peft_folder(path)
+    if (peft := _peft_components(path)) is not None:
+        return peft
     if (path / CONFIG).is_file():
         table: dict[str, TensorInfo] = {}
         where: dict[str, tuple[TensorSource, str]] = {}

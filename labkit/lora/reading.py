@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from labkit.errors import IncompatibleModelError, NotAModelError
-from labkit.files.diffusers_folder import PEFT_CONFIG
+from labkit.files.diffusers_folder import PEFT_CONFIG, PEFT_METADATA
 from labkit.lora import anatomy as M
 from labkit.lora import keys as K
 from labkit.lora import transformer_maps as T
@@ -28,7 +28,6 @@ GUESS_FAMILIES = ("demo_sd1", "demo_sdxl", "sd1", "sd2", "sdxl", "flux", "sd3")
 NO_FAMILY = "no known family"  # what a file fits when no family's modules fit it
 NO_FAMILY_NOTE = ("no family the lab knows (the demo models, SD1, SD2, SDXL, SD3, Flux.1) has "
                   "modules of these names and shapes: the anatomy lists no module.")
-PEFT_METADATA = "lora_adapter_metadata"  # diffusers' save_lora_weights: LoraConfig per component
 COLUMNS = ["prefix", "component", "module", "block", "kind", "rank", "alpha", "scale",
            "up_shape", "down_shape", "shapes", "up_norm", "down_norm", "delta_norm",
            "eff_rank", "entropy_rank"]

@@ -154,3 +154,16 @@ def test_lycoris_wrapper_names_read_like_kohyas(tmp_path):
         tables.append(table_of(W.write_safetensors(tmp_path / f"{prefix}safetensors", sd)))
     assert tables[0].attrs["unmatched"] == [] and len(tables[0]) == len(W.unet_linears("sd15"))
     pd.testing.assert_frame_equal(tables[0][SAME], tables[1][SAME])
+
+
+def test_peft_dreambooth_output_with_unet_and_text_encoder_folders_reads_as_one_adapter(tmp_path):
+    for target in ("unet", "text_encoder"):
+        sd, config = W.peft_adapter(target, "sd15", seed=1 if target == "unet" else 2)
+        W.write_peft_folder(tmp_path / "out" / target, sd, config)
+    model = lk.open_model(tmp_path / "out")
+    assert (model.identity.kind, model.identity.base) == ("lora", "sd1")
+    frame = lk.lora.read(tmp_path / "out")
+    assert set(frame["component"]) == {"unet", "text_encoder"} and frame.attrs["unmatched"] == []
+    odd = frame.set_index("module").loc[["mid_block.attentions.0.transformer_blocks.0.attn1.to_q",
+                                         "encoder.layers.11.self_attn.q_proj"], ["rank", "scale"]]
+    assert odd.values.tolist() == [[8, 0.5], [8, 0.5]]
