@@ -1,6 +1,7 @@
 """Checkpoint merging as AUTOMATIC1111's checkpoint merger does it, streamed and recorded.
 
-weighted: `A*(1-X) + B*X`; add_difference: `A + (B-C)*X`. X is the share of B (A1111's
+weighted: `A*(1-X) + B*X` (as torch.lerp, `A + X*(B-A)`, one pass over the tensors);
+add_difference: `A + (B-C)*X` (on float32 chunks). X is the share of B (A1111's
 "multiplier M"; ComfyUI's ModelMergeSimple ratio is the share of the *first* model, the
 opposite). X may differ per SD block (labkit.surgery.blockweights). The maths runs in float32
 and is written in A's dtype; the output has A's keys, shapes and dtypes, written tensor by
@@ -22,15 +23,20 @@ from labkit.identify.blocks import block_labels
 from labkit.identify.layouts import EMA_PREFIX
 from labkit.surgery import recipe
 from labkit.surgery.blockweights import model_blocks, parse_blocks
-from labkit.surgery.tensorio import Reader, check_output, readers, stream_writer
+from labkit.surgery.tensorio import Buffer, Reader, check_output, readers, stream_writer
 from labkit.tensors import DTYPES, TensorInfo
 
 Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]
-# mode -> (how many models it takes, the formula on float32 tensors a, b, c and alpha x).
-FORMULAS: dict[str, tuple[int, Formula]] = {
-    "weighted": (2, lambda a, b, c, x: a * (1 - x) + b * x),
-    "add_difference": (3, lambda a, b, c, x: a + (b - c) * x),
+Fused = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor], torch.Tensor]
+# mode -> (how many models it takes, the formula on float32 tensors a, b, c and alpha x, and a
+# one-pass kernel for inputs of one dtype: torch.lerp is a + x*(b - a) with float32 arithmetic
+# on fp16/bf16 too, written straight into `out`; None: the formula on float32 chunks).
+FORMULAS: dict[str, tuple[int, Formula, Fused | None]] = {
+    "weighted": (2, lambda a, b, c, x: a * (1 - x) + b * x,
+                 lambda a, b, x, out: torch.lerp(a, b, x, out=out)),
+    "add_difference": (3, lambda a, b, c, x: a + (b - c) * x, None),
 }
+CHUNK = 1 << 22  # elements per float32 chunk: memory stays a few chunks beside the tensors
 ROLES = ("A", "B", "C")
 # What merge does with a key: action -> what the report says of it.
 ACTIONS = {
@@ -89,19 +95,32 @@ def _refuse_inpainting_b(readers_: list[Reader], actions: dict[str, str]) -> Non
                 "Swap A and B (and use alpha 1-X for the same mix).")
 
 
-def _merged(action: str, tensors: list[torch.Tensor], formula: Formula, x: float) -> torch.Tensor:
-    """One output tensor in A's dtype."""
+def _in_chunks(tensors: list[torch.Tensor], formula: Formula, x: float) -> torch.Tensor:
+    """The formula in float32, chunk by chunk of the flattened tensors, into A's dtype."""
+    flat = [t.reshape(-1) for t in tensors]
+    out = torch.empty_like(flat[0])
+    for i in range(0, out.numel(), CHUNK):
+        f = [t[i:i + CHUNK].float() for t in flat]
+        out[i:i + CHUNK] = formula(f[0], f[1], f[2] if len(f) > 2 else None, x)
+    return out.reshape(tensors[0].shape)
+
+
+def merged_tensor(action: str, tensors: list[torch.Tensor], mode: str, x: float,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """One output tensor in A's dtype, with float32 arithmetic whatever the inputs' dtype
+    (`out`: where to write it, A's shape and dtype; default a new tensor)."""
+    _, formula, fused = FORMULAS[mode]
     a = tensors[0]
-    if action not in ("merged", "partial"):
+    if action == "partial":  # the shared input channels merged, the extra ones A's
+        merged = a.clone()
+        n = tensors[1].shape[1]
+        merged[:, :n] = merged_tensor("merged", [a[:, :n].contiguous(), *tensors[1:]], mode, x)
+        return merged
+    if action != "merged":
         return a
-    f = [t.float() for t in tensors]
-    c = f[2] if len(f) > 2 else None
-    if action == "merged":
-        return formula(f[0], f[1], c, x).to(a.dtype)
-    out = f[0].clone()
-    n = f[1].shape[1]
-    out[:, :n] = formula(f[0][:, :n], f[1], c, x)
-    return out.to(a.dtype)
+    if fused is not None and all(t.dtype == a.dtype for t in tensors):
+        return fused(*tensors, x, torch.empty_like(a) if out is None else out)
+    return _in_chunks(tensors, formula, x)
 
 
 def plan(readers_: list[Reader], alphas: dict[str, float], ema: str) -> pd.DataFrame:
@@ -137,7 +156,7 @@ def merge(a: str | os.PathLike, b: str | os.PathLike, c: str | os.PathLike | Non
         raise LabkitError(f"unknown merge mode {mode!r}; choose one of {', '.join(FORMULAS)}.")
     if ema not in EMA_CHOICES:
         raise LabkitError(f"unknown EMA choice {ema!r}; choose one of {', '.join(EMA_CHOICES)}.")
-    n, formula = FORMULAS[mode]
+    n = FORMULAS[mode][0]
     paths = [a, b, c][:n]
     if len(paths) != n or any(p is None for p in paths):
         raise LabkitError(f"mode {mode} takes {n} models ({', '.join(ROLES[:n])}).",
@@ -146,7 +165,7 @@ def merge(a: str | os.PathLike, b: str | os.PathLike, c: str | os.PathLike | Non
         raise LabkitError("model C is used only by mode add_difference.", c,
                           hint="Pass --mode add_difference, or leave C out.")
     dst = check_output(out, [Path(p) for p in paths], overwrite)
-    with readers(*paths) as opened:
+    with readers(*paths, reuse=True) as opened:
         models = [r.model for r in opened]
         recipe.require_same_family(models, ROLES[:n])
         alphas = parse_blocks(blocks, model_blocks(opened[0].table), float(alpha))
@@ -159,13 +178,15 @@ def merge(a: str | os.PathLike, b: str | os.PathLike, c: str | os.PathLike | Non
                   "formula": "A*(1-X) + B*X" if mode == "weighted" else "A + (B-C)*X"}
         metadata = recipe.recipe_metadata("merge", params, list(zip(models, ROLES, strict=False)),
                                           title=dst.stem)
+        written = Buffer(max((i.nbytes for i in table.values()), default=0))
         with stream_writer(dst, table, metadata) as writer:
             rows = tqdm(list(kept.itertuples(index=False)), desc=f"merge {dst.name}",
                         unit="tensor", disable=not progress)
             for row in rows:
                 readers_ = opened if row.action in ("merged", "partial") else opened[:1]
                 tensors = [r.tensor(row.name) for r in readers_]
-                writer.write(row.name, _merged(row.action, tensors, formula, row.alpha))
+                out = written.tensor(opened[0].table[row.name])
+                writer.write(row.name, merged_tensor(row.action, tensors, mode, row.alpha, out))
     report.attrs.update(output=str(dst), mode=mode, alpha=float(alpha), metadata=metadata,
                         counts=report["action"].value_counts().to_dict())
     return report

@@ -32,36 +32,59 @@ ALIGN = 8  # safetensors pads its header so that the data starts on an 8-byte bo
 _REOPEN = "The file may have changed since it was opened: open it again."
 
 
-class Reader:
-    """One source model: its ModelFile (table, metadata, identity) and its tensors one by one."""
+class Buffer:
+    """A reusable block of memory handed out as tensors: after the first large one, no tensor
+    costs an allocation (fresh memory is zeroed and page-faulted in, a pass of its own)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, nbytes: int = 0) -> None:
+        self._bytes = bytearray(nbytes)
+
+    def view(self, nbytes: int) -> memoryview:
+        """The first `nbytes` bytes, grown when needed; valid until the next call."""
+        if len(self._bytes) < nbytes:
+            self._bytes = bytearray(nbytes)
+        return memoryview(self._bytes)[:nbytes]
+
+    def tensor(self, info: TensorInfo) -> torch.Tensor:
+        """An uninitialised tensor of `info`'s shape and dtype over the buffer."""
+        torch_dtype = DTYPES[info.dtype][0]
+        if not info.nbytes:
+            return torch.empty(info.shape, dtype=torch_dtype)
+        return torch.frombuffer(self.view(info.nbytes), dtype=torch_dtype).reshape(info.shape)
+
+
+class Reader:
+    """One source model: its ModelFile (table, metadata, identity) and its tensors one by one.
+    With `reuse`, each tensor read from a .safetensors file lives in one reused buffer and is
+    valid only until the next read (streaming: memory stays the largest tensor)."""
+
+    def __init__(self, path: str | Path, reuse: bool = False):
         self.model: ModelFile = open_model(path)
         self.path = self.model.path
         self.table: Mapping[str, TensorInfo] = self.model.table
         self._header = read_header(self.path) if self.model.format == "safetensors" else None
         self._file: BinaryIO | None = None
+        largest = max((i.nbytes for i in self.table.values()), default=0)
+        self._buffer = Buffer(largest) if reuse and self._header is not None else None
 
     def tensor(self, name: str) -> torch.Tensor:
-        """One tensor, read on its own (a fresh buffer, safe to keep). Raises CorruptFileError."""
+        """One tensor (in a fresh buffer unless the reader reuses one). Raises CorruptFileError,
+        NotAModelError (a dtype torch has no type for)."""
         if self._header is None:
             return self.model.tensor(name)
         info = self.table[name]
+        if DTYPES[info.dtype][0] is None:
+            raise NotAModelError(f"tensor {name!r} has dtype {info.dtype}, which torch cannot "
+                                 "hold.", self.path, "Surgery works on float and integer tensors.")
         begin, end = self._header.offsets[name]
         if self._file is None:
             self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
-        buffer = bytearray(end - begin)
+        tensor = (self._buffer or Buffer()).tensor(info)
         self._file.seek(self._header.data_start + begin)
-        got = self._file.readinto(buffer)
-        if got != len(buffer):
+        got = self._file.readinto(memoryview(tensor_bytes(tensor))) if end > begin else 0
+        if got != end - begin:
             raise CorruptFileError(f"ends inside tensor {name!r}.", self.path, _REOPEN)
-        torch_dtype = DTYPES[info.dtype][0]
-        if torch_dtype is None:
-            raise NotAModelError(f"tensor {name!r} has dtype {info.dtype}, which torch cannot "
-                                 "hold.", self.path, "Surgery works on float and integer tensors.")
-        if not buffer:
-            return torch.empty(info.shape, dtype=torch_dtype)
-        return torch.frombuffer(buffer, dtype=torch_dtype).reshape(info.shape)
+        return tensor
 
     def close(self) -> None:
         """Close the file handle, if one is open."""
@@ -71,13 +94,13 @@ class Reader:
 
 
 @contextmanager
-def readers(*paths: str | Path | None) -> Iterator[list[Reader | None]]:
+def readers(*paths: str | Path | None, reuse: bool = False) -> Iterator[list[Reader | None]]:
     """Readers for the given paths (None stays None), closed at the end. Raises what open_model
     raises: NotAModelError, CorruptFileError, UnsafeFileError."""
     opened: list[Reader | None] = []
     try:
         for path in paths:
-            opened.append(None if path is None else Reader(path))
+            opened.append(None if path is None else Reader(path, reuse))
         yield opened
     finally:
         for reader in opened:
