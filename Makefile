@@ -11,8 +11,8 @@ OFFLINE := HF_HUB_OFFLINE=1 DIFFUSERS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEN
 BROWSER_PACKAGES := chromium fonts-dejavu-core
 CHROMIUM ?= $(or $(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 FONT ?= /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
-# The fast subset: everything but the browser and notebook tests (pytest markers).
-FAST := not browser and not notebook
+# The fast subset: everything but the browser, notebook and slow tests (pytest markers).
+FAST := not browser and not notebook and not slow
 
 .PHONY: lab test test-fast browser-deps install lint bench zoo clean
 
