@@ -14,7 +14,7 @@ NOTEBOOK = "02_what_is_this_file.ipynb"
 
 @pytest.mark.browser
 def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output_dir):
-    page, panel = open_panel(chromium, lab_url, NOTEBOOK, "Right: the LoKr", "Model file inspector",
+    page, panel = open_panel(chromium, lab_url, NOTEBOOK, "Not answered yet", "Model file inspector",
                              timeout=180_000)
     panel.locator(".labkit-summary").wait_for(state="visible", timeout=60_000)
     assert "lora" in panel.locator(".labkit-summary").inner_text()
