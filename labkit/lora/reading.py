@@ -24,7 +24,8 @@ from labkit.tensors import TensorInfo
 FILE_KINDS = {"lora": "lora", "loha": "loha", "lokr": "lokr", "lycoris_full": "full",
               "dora": "dora"}
 # When a file's base cannot be told, its names and shapes are tried against these families.
-GUESS_FAMILIES = ("demo_sd1", "demo_sdxl", "sd1", "sd2", "sdxl", "flux", "sd3")
+# Real families first: where names fit several equally and no shapes do, a real one is named.
+GUESS_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "sd3", "demo_sd1", "demo_sdxl")
 NO_FAMILY = "no known family"  # what a file fits when no family's modules fit it
 NO_FAMILY_NOTE = ("no family the lab knows (the demo models, SD1, SD2, SDXL, SD3, Flux.1) has "
                   "modules of these names and shapes: the anatomy lists no module.")
@@ -110,8 +111,8 @@ def _candidates(name: str) -> list[K.Targets]:
 
 def _targets_for(model: Any, base: str, table: Mapping[str, TensorInfo]) -> K.Targets:
     """The model's prefix table: a pipeline's, a named family's, the file's own base's, or, when
-    the base is not told, the known family whose modules its names and shapes fit best (no
-    family at all when none fits: nothing falls back to a demo model)."""
+    the base is not told, the known family whose modules its shapes, then its names, fit best (no
+    family at all when no name fits: nothing falls back to a demo model)."""
     if model is not None and not isinstance(model, str):
         return K.pipeline_targets(model)
     candidates = _candidates(model or base)
@@ -119,12 +120,12 @@ def _targets_for(model: Any, base: str, table: Mapping[str, TensorInfo]) -> K.Ta
         candidates = [t for f in GUESS_FAMILIES for t in _candidates(f)]
     modules, _ = K.group_keys(table)
 
-    def score(targets: K.Targets) -> int:
-        hits = [(m, targets.lookup(m.prefix)) for m in modules]
-        return sum(fits(delta_shape(m, table), t.shape) for m, t in hits if t is not None)
+    def score(targets: K.Targets) -> tuple[int, int]:
+        hits = [(m, t) for m in modules if (t := targets.lookup(m.prefix)) is not None]
+        return sum(fits(delta_shape(m, table), t.shape) for m, t in hits), len(hits)
 
     best = max(candidates, key=score)
-    return best if len(candidates) == 1 or score(best) else K.Targets(NO_FAMILY, {})
+    return best if len(candidates) == 1 or score(best)[1] else K.Targets(NO_FAMILY, {})
 
 
 def match(table: Mapping[str, TensorInfo], targets: K.Targets, kind: str = "lora", base: str = "",

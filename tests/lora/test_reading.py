@@ -167,3 +167,10 @@ def test_peft_dreambooth_output_with_unet_and_text_encoder_folders_reads_as_one_
     odd = frame.set_index("module").loc[["mid_block.attentions.0.transformer_blocks.0.attn1.to_q",
                                          "encoder.layers.11.self_attn.q_proj"], ["rank", "scale"]]
     assert odd.values.tolist() == [[8, 0.5], [8, 0.5]]
+
+
+def test_a_lora_whose_names_fit_but_widths_do_not_is_read_against_a_real_family_not_the_demo(tmp_path):
+    odd = [(m, 24, 24, k) for m, _, _, k in W.unet_linears("sd15")]
+    sd = W.emit(odd, "kohya", "lora_unet.", 4, W._gen(0), W.torch.float32)
+    frame = lk.lora.read(W.write_safetensors(tmp_path / "odd.safetensors", sd))
+    assert (frame.attrs["base"], frame.attrs["family"], len(frame)) == ("unknown", "sd1", len(odd))
