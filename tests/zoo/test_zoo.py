@@ -92,6 +92,7 @@ def test_ckpt_is_shaped_like_real_sd1_files():
     assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in table)
 
 
+@pytest.mark.slow
 def test_toy_recipe_runs_end_to_end(tmp_path):
     from labkit.zoo.build import toy_build
 
@@ -106,6 +107,7 @@ def test_toy_recipe_runs_end_to_end(tmp_path):
     assert "Colour accuracy" in (tmp_path / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_toy_recipe_resumes_from_its_checkpoints(tmp_path):
     from labkit.zoo.build import TOY_RECIPE, train_base
 
@@ -128,6 +130,7 @@ def pipe():
     return load_pipeline(path("demo_sd1"))
 
 
+@pytest.mark.slow
 def test_base_follows_colour_prompts_and_draws_different_shapes(pipe):
     from labkit.zoo.evaluate import base_quality
 
@@ -137,6 +140,7 @@ def test_base_follows_colour_prompts_and_draws_different_shapes(pipe):
     assert q["min_shape_difference"] >= 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["demo_lora_striped_peft", "demo_lora_striped"])
 def test_lora_effect_grows_with_strength_and_strength_0_keeps_the_base(pipe, name):
     from labkit.zoo.evaluate import lora_curve
@@ -148,6 +152,7 @@ def test_lora_effect_grows_with_strength_and_strength_0_keeps_the_base(pipe, nam
     assert curve["colour_accuracy_at_0"] >= 0.8
 
 
+@pytest.mark.slow
 def test_textual_inversion_token_draws_checkerboards(pipe):
     from labkit.zoo.evaluate import embedding_effect
     from labkit.zoo.recipe.adapters import TI_TOKEN

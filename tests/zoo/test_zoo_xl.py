@@ -119,6 +119,7 @@ def pipe():
     return load_xl_pipeline(path("demo_sdxl"))
 
 
+@pytest.mark.slow
 def test_committed_model_follows_colour_prompts(pipe):
     from labkit.zoo.evaluate import base_quality
 
@@ -136,6 +137,7 @@ def test_committed_unet_has_sdxl_conditioning(pipe):
     assert pipe.tokenizer_2.pad_token == "!"
 
 
+@pytest.mark.slow
 def test_committed_lora_draws_stripes_growing_with_strength(pipe):
     from labkit.zoo.metrics import style_score
     from labkit.zoo.sample import colour_prompts, generate
@@ -151,6 +153,7 @@ def test_committed_lora_draws_stripes_growing_with_strength(pipe):
     assert energy[1] > 2 * without
 
 
+@pytest.mark.slow
 def test_committed_ti_has_both_vectors_and_draws_checkerboards(pipe):
     from labkit.zoo.metrics import style_score
     from labkit.zoo.recipe.adapters import TI_TOKEN
