@@ -33,9 +33,18 @@ def _said(model: ModelFile) -> str:
     return f"{model.path} is a {ident.kind.replace('_', ' ')} of base {ident.base}"
 
 
+SINGLE_FORMATS = ("safetensors", "pickle")  # surgery reads and writes single files
+
+
 def require_model(model: ModelFile, role: str) -> None:
     """Raise IncompatibleModelError when a file given as a model (role "A", "base"...) is not
-    one (a LoRA, a textual inversion)."""
+    one (a LoRA, a textual inversion) or not a single file (a diffusers folder, a GGUF)."""
+    if model.format not in SINGLE_FORMATS:
+        raise IncompatibleModelError(
+            f"was given as model {role}, but it is a {model.format} "
+            f"{'folder' if model.path.is_dir() else 'file'}; surgery works on single "
+            ".safetensors or .ckpt checkpoints.", model.path,
+            "Convert it to one file first: `python -m labkit convert SRC --out X.safetensors`.")
     if model.identity.kind not in MODEL_KINDS:
         hint = ("Give it as the LoRA argument instead (bake CKPT LORA)."
                 if model.identity.kind in ADAPTER_KINDS else "Give a checkpoint file.")

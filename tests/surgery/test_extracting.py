@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from labkit import zoo
 from labkit.errors import IncompatibleModelError
-from labkit.lora import open_adapter
+from labkit.lora import anatomy, open_adapter
 from labkit.quiet import quiet_libraries
 from labkit.surgery import bake, extract_lora, recipe_of
 from labkit.surgery.extracting import extracted_modules
@@ -109,3 +109,34 @@ def test_two_identical_checkpoints_have_nothing_to_extract(baked, tmp_path):
     with pytest.raises(IncompatibleModelError, match="nothing to extract"):
         extract_lora(base, copy, out=tmp_path / "x.safetensors", progress=False)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_sdxl_fused_qkv_rows_bake_and_extract_as_their_three_modules(tmp_path):
+    """OpenCLIP (SDXL's second text encoder) keeps q, k and v as thirds of one in_proj_weight:
+    a LoRA on q_proj moves only the first third, and extraction finds the three modules again."""
+    xl = {k: v.float() if v.is_floating_point() else v
+          for k, v in load_file(str(zoo.path("demo_sdxl_single"))).items()}
+    base = S.save(xl, tmp_path / "xl.safetensors")
+    tuned = tmp_path / "xl_baked.safetensors"
+    lora = zoo.path("demo_lora_striped_xl")
+    baked = bake(base, lora, out=tuned, progress=False)
+    fused = baked[baked["key"].str.endswith("in_proj_weight")]
+    assert len(fused) == 6 and fused["key"].nunique() == 2  # q, k, v of two layers
+    b0, b1 = load_file(str(base)), load_file(str(tuned))
+    key = fused["key"].iloc[0]
+    adapter = open_adapter(lora)
+    thirds = {t.module.rsplit(".", 1)[-1]: m for m, t in adapter.matched
+              if t.component == "text_encoder_2" and ".layers.0.self_attn." in t.module}
+    width = b0[key].shape[0] // 3
+    for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+        change = anatomy.delta("lora", adapter.tensors(thirds[name]))
+        rows = slice(i * width, (i + 1) * width)
+        torch.testing.assert_close(b1[key][rows] - b0[key][rows], change, rtol=1e-4, atol=1e-6)
+    report = extract_lora(base, tuned, out=tmp_path / "xl_x.safetensors", rank=8, progress=False)
+    names = set(report["module"])
+    assert {f"text_encoder_2.{t.module}" for _, t in adapter.matched
+            if t.component == "text_encoder_2"} <= names
+    with safe_open(str(tmp_path / "xl_x.safetensors"), "pt") as f:
+        keys = f.keys()
+        assert any(k.startswith("lora_te2_") for k in keys)
+        assert any(k.startswith("lora_unet_input_blocks_") for k in keys)  # kohya's SDXL names

@@ -47,6 +47,21 @@ def test_weighted_sum_is_the_formula_per_tensor_and_integers_come_from_a(abc, tm
     assert report.attrs["counts"] == {"merged": len(ta) - 1, "integer": 1}
 
 
+def test_sdxl_style_checkpoints_merge_with_their_two_text_encoders(tmp_path):
+    xl = {k: v.float() if v.is_floating_point() else v
+          for k, v in load_file(str(zoo.path("demo_sdxl_single"))).items()}
+    a, b = S.save(xl, tmp_path / "xa.safetensors"), S.save(S.tuned(xl, 6), tmp_path / "xb.safetensors")
+    out = tmp_path / "xm.safetensors"
+    report = merge(a, b, out=out, alpha=0.6, blocks="BASE=0", progress=False)
+    ta, tb, tm = loaded(a, b, out)
+    second = [k for k in ta if k.startswith("conditioner.embedders.1.") and ta[k].is_floating_point()]
+    unet = [k for k in ta if k.startswith("model.diffusion_model.")]
+    assert second and all(torch.equal(tm[k], ta[k]) for k in second)  # BASE: both encoders
+    for k in unet:
+        torch.testing.assert_close(tm[k], ta[k] * 0.4 + tb[k] * 0.6, rtol=1e-6, atol=1e-7)
+    assert set(report.loc[report["name"].isin(second), "block"]) == {"BASE"}
+
+
 def test_add_difference_is_a_plus_b_minus_c_times_x(abc, tmp_path):
     a, b, c = abc
     out = tmp_path / "d.safetensors"

@@ -45,3 +45,8 @@ def test_the_recipe_holds_the_operation_and_each_sources_hash(monkeypatch, tmp_p
     assert made["sources"][0]["sha256"] == hashlib.sha256(a.path.read_bytes()).hexdigest().upper()
     assert meta["x"] == "y" and json.loads(meta[RECIPE_KEY]) == made
     assert recipe_of({}) is None
+
+
+def test_folders_are_refused_with_the_conversion_to_run():
+    with pytest.raises(IncompatibleModelError, match="labkit convert"):
+        require_model(open_model(zoo.path("demo_sd1")), "A")
