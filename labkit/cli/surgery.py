@@ -36,10 +36,14 @@ PATHS: dict[str, tuple[int, int | None, str]] = {
 _DONE = "_surgery_done"
 
 
-def _output(parser: argparse.ArgumentParser) -> None:
+def _output(parser: argparse.ArgumentParser, hashing: bool = False) -> None:
     parser.add_argument("-o", "--out", metavar="OUT", required=True,
                         help="the .safetensors file to write (never one of the sources)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    if hashing:
+        parser.add_argument("--no-hash", dest="hashes", action="store_false",
+                            help="leave the sources' SHA256 out of the recipe (hashing reads each "
+                                 "checkpoint once more the first time)")
 
 
 def _rank_rule(parser: argparse.ArgumentParser, rank_default: int | None) -> None:
@@ -58,14 +62,14 @@ def merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", metavar="SPEC", default=None, help=BLOCKS_HELP)
     parser.add_argument("--ema", choices=("drop", "keep"), default="drop",
                         help="model_ema. copies: dropped (default) or merged as any weight")
-    _output(parser)
+    _output(parser, hashing=True)
 
 
 def bake_arguments(parser: argparse.ArgumentParser) -> None:
     """--strength, -o and --overwrite for `bake`."""
     parser.add_argument("--strength", type=float, default=1.0,
                         help="S in W + S * (alpha/rank) * up @ down (the weights move by S)")
-    _output(parser)
+    _output(parser, hashing=True)
 
 
 def extract_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +80,7 @@ def extract_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also extract the resnets' convs (3x3 kernels at this rank)")
     parser.add_argument("--min-diff", type=float, default=0.0,
                         help="leave out modules whose change is at most this everywhere")
-    _output(parser)
+    _output(parser, hashing=True)
 
 
 def resize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +117,7 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
     paths = args.paths + [None] * (3 - len(args.paths))
     report = merging.merge(*paths, out=args.out, mode=args.mode, alpha=args.alpha,
                            blocks=args.blocks, ema=args.ema, overwrite=args.overwrite,
-                           progress=_progress())
+                           progress=_progress(), hashes=args.hashes)
     return merging.summary(report)
 
 
@@ -121,7 +125,7 @@ def _bake(args: argparse.Namespace) -> dict[str, Any]:
     from labkit.surgery import bake
 
     report = bake(*args.paths, out=args.out, strength=args.strength, overwrite=args.overwrite,
-                  progress=_progress())
+                  progress=_progress(), hashes=args.hashes)
     return {"output": report.attrs["output"], "strength": report.attrs["strength"],
             "n_modules": len(report), "n_tensors": report.attrs["n_tensors"],
             "relative_change_max": float(report["relative_change"].max())}
@@ -138,7 +142,7 @@ def _extract(args: argparse.Namespace) -> dict[str, Any]:
 
     report = extract_lora(*args.paths, out=args.out, rank=args.rank, conv_rank=args.conv_rank,
                           dynamic=args.dynamic, ratio=args.ratio, min_diff=args.min_diff,
-                          overwrite=args.overwrite, progress=_progress())
+                          overwrite=args.overwrite, progress=_progress(), hashes=args.hashes)
     return _energy(report) | {"n_unchanged": len(report.attrs["skipped"])}
 
 
@@ -186,14 +190,14 @@ def show(records: list[dict[str, Any]]) -> str:
 
 # subcommand -> (help, add_arguments, run, show), the fields of labkit.cli.dispatch.Command.
 COMMANDS: dict[str, tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
-    "merge": ("merge checkpoints: weighted sum A*(1-X)+B*X or add difference A+(B-C)*X, "
+    "merge": ("A B [C]: merge checkpoints: weighted sum A*(1-X)+B*X or add difference A+(B-C)*X, "
               "per-block alphas, streamed", merge_arguments, _once("merge", _merge), show),
-    "bake": ("merge a LoRA (LoHa, LoKr) into a checkpoint's weights at a strength",
+    "bake": ("CKPT LORA: merge a LoRA (LoHa, LoKr) into a checkpoint's weights at a strength",
              bake_arguments, _once("bake", _bake), show),
-    "extract-lora": ("a kohya LoRA from TUNED - BASE by truncated SVD per module",
+    "extract-lora": ("BASE TUNED: a kohya LoRA from TUNED - BASE by truncated SVD per module",
                      extract_arguments, _once("extract-lora", _extract), show),
-    "resize-lora": ("a LoRA at a lower rank (fixed or dynamic), with the energy each keeps",
+    "resize-lora": ("LORA: the LoRA at a lower rank (fixed or dynamic), with the energy each keeps",
                     resize_arguments, _once("resize-lora", _resize), show),
-    "merge-lora": ("several LoRAs as one: exact (ranks concatenated) or by SVD to a rank",
+    "merge-lora": ("A B [...]: several LoRAs as one: exact (ranks concatenated) or by SVD to a rank",
                    merge_lora_arguments, _once("merge-lora", _merge_lora), show),
 }

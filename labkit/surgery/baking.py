@@ -93,9 +93,11 @@ def _bake_one(weight: torch.Tensor, patches: list[tuple[Any, Any, Place]], adapt
 
 
 def bake(ckpt: str | os.PathLike, lora: str | os.PathLike, *, out: str | os.PathLike,
-         strength: float = 1.0, overwrite: bool = False, progress: bool = True) -> pd.DataFrame:
+         strength: float = 1.0, overwrite: bool = False, progress: bool = True,
+         hashes: bool = True) -> pd.DataFrame:
     """Write `out`: the checkpoint with the LoRA-like file merged into its weights at `strength`;
-    returns one row per patched module (attrs: output, strength, metadata, n_tensors).
+    returns one row per patched module (attrs: output, strength, metadata, n_tensors);
+    `hashes`: record the sources' SHA256.
 
     Raises IncompatibleModelError (a LoRA for another base, a LoRA given as the checkpoint, a
     DoRA, a folder), NotAModelError (the LoRA is no LoRA-like file), CorruptFileError,
@@ -110,7 +112,7 @@ def bake(ckpt: str | os.PathLike, lora: str | os.PathLike, *, out: str | os.Path
         patches = _patches(adapter, model)
         metadata = recipe.recipe_metadata(
             "bake", {"strength": float(strength), "formula": "W + S * (alpha/rank) * up @ down"},
-            [(model, "CKPT"), (open_model(adapter.path), "LORA")], title=dst.stem)
+            [(model, "CKPT"), (open_model(adapter.path), "LORA")], title=dst.stem, hashed=hashes)
         rows: list[dict[str, Any]] = []
         with stream_writer(dst, dict(reader.table), metadata) as writer:
             for name in tqdm(list(reader.table), desc=f"bake {dst.name}", unit="tensor",

@@ -78,10 +78,10 @@ def _change(base: Reader, tuned: Reader, target: K.Target, layout: Any) -> torch
 def extract_lora(base: str | os.PathLike, tuned: str | os.PathLike, *, out: str | os.PathLike,
                  rank: int = 8, conv_rank: int | None = None, dynamic: str | None = None,
                  ratio: float | None = None, min_diff: float = 0.0, overwrite: bool = False,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, hashes: bool = True) -> pd.DataFrame:
     """Write `out`, a kohya LoRA of `tuned - base`; returns the energy report, one row per module
     (attrs: output, metadata, skipped). `dynamic` (sv_ratio, sv_fro, sv_cumulative) with `ratio`
-    picks each module's rank, capped by `rank`.
+    picks each module's rank, capped by `rank`; `hashes`: record the sources' SHA256.
 
     Raises IncompatibleModelError (different families, a LoRA given as a checkpoint),
     LabkitError (rank, method or output), NotAModelError, CorruptFileError, UnsafeFileError."""
@@ -112,7 +112,8 @@ def extract_lora(base: str | os.PathLike, tuned: str | os.PathLike, *, out: str 
         params = {"rank": rank, "conv_rank": conv_rank, "dynamic": dynamic, "ratio": ratio,
                   "min_diff": min_diff, "formula": "SVD(TUNED - BASE) truncated per module"}
         metadata = recipe.recipe_metadata("extract-lora", params,
-                                          [(b.model, "BASE"), (t.model, "TUNED")], title=dst.stem)
+                                          [(b.model, "BASE"), (t.model, "TUNED")], title=dst.stem,
+                                          hashed=hashes)
     if not parts:
         raise IncompatibleModelError(f"does not differ from {b.path} in any module a LoRA "
                                      "patches: there is nothing to extract.", t.path,

@@ -143,9 +143,10 @@ def plan(readers_: list[Reader], alphas: dict[str, float], ema: str) -> pd.DataF
 def merge(a: str | os.PathLike, b: str | os.PathLike, c: str | os.PathLike | None = None, *,
           out: str | os.PathLike, mode: str = "weighted", alpha: float = 0.5,
           blocks: str | None = None, ema: str = "drop", overwrite: bool = False,
-          progress: bool = True) -> pd.DataFrame:
+          progress: bool = True, hashes: bool = True) -> pd.DataFrame:
     """Merge checkpoints A and B (and C for add_difference) into `out` (.safetensors), one tensor
-    at a time; returns the per-key report (attrs: output, mode, counts, metadata).
+    at a time; returns the per-key report (attrs: output, mode, counts, metadata). `hashes`:
+    record the sources' SHA256 (one read of each file the first time, then cached).
 
     Raises LabkitError (bad mode, alpha, block spec or output), IncompatibleModelError (models
     of different families, a LoRA given as a model, an inpainting B), NotAModelError,
@@ -177,7 +178,7 @@ def merge(a: str | os.PathLike, b: str | os.PathLike, c: str | os.PathLike | Non
         params = {"mode": mode, "alpha": float(alpha), "blocks": blocks, "ema": ema,
                   "formula": "A*(1-X) + B*X" if mode == "weighted" else "A + (B-C)*X"}
         metadata = recipe.recipe_metadata("merge", params, list(zip(models, ROLES, strict=False)),
-                                          title=dst.stem)
+                                          title=dst.stem, hashed=hashes)
         written = Buffer(max((i.nbytes for i in table.values()), default=0))
         with stream_writer(dst, table, metadata) as writer:
             rows = tqdm(list(kept.itertuples(index=False)), desc=f"merge {dst.name}",

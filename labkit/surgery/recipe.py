@@ -77,13 +77,14 @@ def require_adapter_fits(adapter_base: str, adapter_path: Path, model: ModelFile
             "Use a LoRA trained for that checkpoint's family.")
 
 
-def source_record(model: ModelFile, role: str) -> dict[str, Any]:
-    """A source as the recipe names it: role, file name, SHA256 (cached by labkit.hashes), base
-    and the recipe the source itself carries, if any."""
+def source_record(model: ModelFile, role: str, hashed: bool = True) -> dict[str, Any]:
+    """A source as the recipe names it: role, file name, size, SHA256 (cached by labkit.hashes;
+    None when not `hashed`), base and the recipe the source itself carries, if any."""
     from labkit.hashes import file_hashes
 
+    sha = file_hashes(model.path, progress=False)["sha256"] if hashed else None
     record: dict[str, Any] = {"role": role, "name": model.path.name,
-                              "sha256": file_hashes(model.path, progress=False)["sha256"],
+                              "bytes": model.path.stat().st_size, "sha256": sha,
                               "base": model.identity.base}
     parent = model.metadata.get(RECIPE_KEY)
     if parent:
@@ -96,16 +97,17 @@ def source_record(model: ModelFile, role: str) -> dict[str, Any]:
 
 def recipe_metadata(operation: str, parameters: Mapping[str, Any],
                     sources: Sequence[tuple[ModelFile, str]], title: str,
-                    extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                    extra: Mapping[str, str] | None = None, hashed: bool = True) -> dict[str, str]:
     """The output's metadata: modelspec fields (some kept from the first source), the recipe
-    (operation, parameters, sources with hashes and lineage) and `extra` fields."""
+    (operation, parameters, sources with hashes unless not `hashed`, and lineage) and `extra`
+    fields."""
     first = sources[0][0].metadata
     meta = {k: first[k] for k in KEPT_MODELSPEC if k in first}
     meta |= {"modelspec.sai_model_spec": MODELSPEC_VERSION, "modelspec.title": title,
              "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
              "modelspec.description": f"labkit {operation}: see {RECIPE_KEY}"}
     recipe = {"operation": operation, "parameters": dict(parameters),
-              "sources": [source_record(m, role) for m, role in sources]}
+              "sources": [source_record(m, role, hashed) for m, role in sources]}
     meta[RECIPE_KEY] = json.dumps(recipe, sort_keys=True)
     return meta | dict(extra or {})
 

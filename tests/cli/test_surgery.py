@@ -102,3 +102,15 @@ def test_help_states_the_alpha_convention():
     sub = next(a for a in parser._actions if a.dest == "command").choices["merge"]
     text = sub.format_help()
     assert "A*(1-X) + B*X" in " ".join(text.split()) and "ComfyUI" in text
+
+
+def test_no_hash_leaves_the_sha256_out_and_keeps_the_rest_of_the_recipe(capsys, abc, tmp_path):
+    from labkit.files.opener import open_model
+    from labkit.surgery import recipe_of
+
+    out = tmp_path / "fast.safetensors"
+    code, _, err = run(capsys, "merge", abc[0], abc[1], "--no-hash", "-o", out)
+    assert code == OK, err
+    sources = recipe_of(open_model(out).metadata)["sources"]
+    assert [s["sha256"] for s in sources] == [None, None]
+    assert [s["bytes"] for s in sources] == [open_model(p).path.stat().st_size for p in abc[:2]]
