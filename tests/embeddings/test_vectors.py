@@ -171,6 +171,7 @@ def test_with_and_without_uses_the_same_seed(tmp_path, sd1):
         E.with_and_without(sd1, path, "a red circle", steps=2)
 
 
+@pytest.mark.slow
 def test_the_demo_ti_adds_checkerboards():
     from labkit import zoo
     from labkit.generate.pipelines import load_pipeline

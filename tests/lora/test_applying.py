@@ -222,6 +222,7 @@ def test_every_zoo_adapter_applies_and_comes_off_exactly(demo, name):
     assert np.array_equal(image(demo, "a red circle on a white background", side=64), before)
 
 
+@pytest.mark.slow
 def test_strength_curve_is_monotonic_on_the_demo_lora(demo):
     """The zoo's own measure and prompts (every colour x shape, trigger word last, guidance 5)."""
     from labkit import zoo

@@ -33,6 +33,7 @@ def toy(tmp_path_factory):
     return out, build_xl(out, out / "work", TOY_XL, progress=False)
 
 
+@pytest.mark.slow
 def test_toy_build_adds_the_sdxl_files_to_the_manifest_and_keeps_the_others(toy):
     out, figures = toy
     entries = {e["name"]: e for e in manifest(out)}
@@ -45,6 +46,7 @@ def test_toy_build_adds_the_sdxl_files_to_the_manifest_and_keeps_the_others(toy)
     assert figures["base"]["n_prompts"] == 48
 
 
+@pytest.mark.slow
 def test_toy_folder_has_sdxl_parts_and_padding(toy):
     out, _ = toy
     folder = out / "demo_sdxl"
@@ -56,6 +58,7 @@ def test_toy_folder_has_sdxl_parts_and_padding(toy):
     assert json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text())["pad_token"] == "<|endoftext|>"
 
 
+@pytest.mark.slow
 def test_sdxl_kohya_names_follow_the_original_blocks_and_two_encoders(toy):
     out, _ = toy
     with safe_open(str(out / "lora" / "striped_lora_xl.safetensors"), "pt") as f:
