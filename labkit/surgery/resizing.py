@@ -42,6 +42,22 @@ def _open(path: str | os.PathLike, family: str | None = None) -> Adapter:
     return adapter
 
 
+def _open_beside(path: str | os.PathLike, first: Adapter) -> Adapter:
+    """Another LoRA to merge with `first`, matched to its family; IncompatibleModelError naming
+    both files when it is for another base or patches modules `first`'s family lacks."""
+    try:
+        adapter = _open(path, first.targets.family)
+    except IncompatibleModelError as e:
+        raise IncompatibleModelError(f"cannot be merged with {first.path} (a LoRA for "
+                                     f"{first.base}): {e}", path,
+                                     "Merge LoRAs of one family.") from None
+    if adapter.base not in ("unknown", first.base):
+        raise IncompatibleModelError(f"is a LoRA for base {adapter.base}, but {first.path} is one "
+                                     f"for base {first.base}.", adapter.path,
+                                     "Merge LoRAs of one family.")
+    return adapter
+
+
 def module_change(adapter: Adapter, module: FileModule, target: Target) -> torch.Tensor:
     """A module's weight change at strength 1 (float32), in its weight's shape."""
     change = anatomy.delta(module.kind, adapter.tensors(module))
@@ -131,12 +147,7 @@ def merge_lora(loras: Sequence[str | os.PathLike], *, out: str | os.PathLike,
         raise LabkitError(f"rank {rank}: a rank is a whole number >= 1.")
     dst = check_output(out, [Path(p) for p in loras], overwrite)
     first = _open(loras[0])
-    adapters = [first] + [_open(p, first.targets.family) for p in loras[1:]]
-    for adapter in adapters[1:]:
-        if adapter.base not in ("unknown", first.base):
-            raise IncompatibleModelError(f"is a LoRA for base {adapter.base}, but {first.path} "
-                                         f"is one for base {first.base}.", adapter.path,
-                                         "Merge LoRAs of one family.")
+    adapters = [first] + [_open_beside(p, first) for p in loras[1:]]
     if rank is None:
         _check_concat(adapters)
     by_module: dict[str, tuple[Target, list[tuple[float, Adapter, FileModule]]]] = {}

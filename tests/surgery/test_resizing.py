@@ -93,8 +93,10 @@ def test_merge_lora_refusals(tmp_path):
         merge_lora([zoo.path(LORA), zoo.path(LORA)], weights=[1.0], out=out, progress=False)
     with pytest.raises(LabkitError, match="concatenating ranks"):
         merge_lora([zoo.path(LORA), zoo.path("demo_loha_outlined")], out=out, progress=False)
-    with pytest.raises(IncompatibleModelError):
-        merge_lora([zoo.path(LORA), zoo.path("demo_lora_striped_xl")], out=out, progress=False)
+    xl = zoo.path("demo_lora_striped_xl")
+    with pytest.raises(IncompatibleModelError) as err:
+        merge_lora([zoo.path(LORA), xl], out=out, progress=False)
+    assert str(xl) in str(err.value) and str(zoo.path(LORA)) in str(err.value)
     with pytest.raises(LabkitError, match="needs a rank"):
         resize_lora(zoo.path(LORA), out=out, progress=False)
     assert not out.exists()
