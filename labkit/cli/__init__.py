@@ -1,4 +1,5 @@
-"""The command line: `python -m labkit inspect|stats|compare|hash|scan|convert|catalog PATH...`."""
+"""The command line: `python -m labkit inspect|stats|compare|hash|scan|convert|catalog PATH...`, and
+the model surgery `merge|bake|extract-lora|resize-lora|merge-lora` (labkit.cli.surgery)."""
 
 from __future__ import annotations
 

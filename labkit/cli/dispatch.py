@@ -1,4 +1,5 @@
-"""`python -m labkit SUBCOMMAND PATH... [--json]`: inspect, hash, scan, convert and catalog models.
+"""`python -m labkit SUBCOMMAND PATH... [--json]`: inspect, hash, scan, convert and catalog models,
+and the surgery commands of labkit.cli.surgery (merge, bake, extract-lora, resize-lora, merge-lora).
 
 Exit codes: 0 done and safe, 1 a file was judged unsafe, 2 bad input; the worst over all paths.
 A subcommand is one row of COMMANDS: its help, its extra arguments, and a function from one path
