@@ -1,5 +1,5 @@
-"""Pieces every panel shares: the demo files on offer, showing a table or an error in an
-Output, running a button's work."""
+"""Pieces every panel shares: the demo files on offer, showing a table, an image or an error,
+running a button's work."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ ERROR_STYLE = ("background:#fde8e8;border:1px solid #e02424;color:#9b1c1c;"
 PATH_CHOICE = "(the path below)"
 NONE_CHOICE = "(none)"
 CHECKPOINTS = ("checkpoint",)  # the manifest kind of the models a pipeline loads
+# Tables: headers over their columns, cells apart, and a wide table scrolls in its box.
+TABLE_CSS = ("<style>.labkit-scroll{overflow-x:auto;max-width:100%}"
+             ".labkit-table{border-collapse:collapse;font-size:12px;line-height:1.4}"
+             ".labkit-table th,.labkit-table td{text-align:left;vertical-align:top;"
+             "padding:2px 14px 2px 4px;border-bottom:1px solid #e5e7eb}"
+             ".labkit-table th{white-space:nowrap;border-bottom:1px solid #9ca3af}"
+             ".labkit-table td{max-width:40em;overflow-wrap:break-word}</style>")
 
 
 def demo_entries() -> list[dict]:
@@ -112,8 +119,47 @@ def error_html(error: Exception) -> str:
 
 
 def table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
-    """A DataFrame as compact HTML."""
-    return frame.to_html(index=False, max_rows=max_rows, classes="labkit-table", border=0)
+    """A DataFrame as compact HTML: headers left-aligned over their columns, missing values
+    blank, in a box that scrolls sideways when the table is wider than the panel."""
+    frame = frame.copy()
+    for column in frame.columns[(frame.dtypes != float).to_numpy() & frame.isna().any().to_numpy()]:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), "")  # <NA>
+    table = frame.to_html(index=False, max_rows=max_rows, classes="labkit-table", border=0,
+                          na_rep="", justify="left")
+    return f"{TABLE_CSS}<div class='labkit-scroll'>{table}</div>"
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """A PNG's (width, height) in pixels, read from its header."""
+    data = bytes(png)
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def image_widget(css_class: str | None = None) -> widgets.Image:
+    """A PNG Image widget hidden until it has a picture (an empty one shows a broken icon)."""
+    image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
+    if css_class:
+        image.add_class(css_class)
+    return image
+
+
+def show_png(target: widgets.Image, png: bytes, width: int | None = None) -> None:
+    """Show a PNG at its own size (or `width` px wide, to scale), never stretched and never
+    wider than the panel; empty bytes hide the widget."""
+    if not png:
+        target.value, target.layout.display = b"", "none"
+        return
+    w, _ = png_size(png)
+    target.value = png
+    target.layout.width, target.layout.max_width = f"{width or w}px", "100%"
+    target.layout.height, target.layout.display = "auto", ""
+
+
+def figure_image(png: bytes, css_class: str | None = None) -> widgets.Image:
+    """A new Image widget showing a PNG at its own size."""
+    image = image_widget(css_class)
+    show_png(image, png)
+    return image
 
 
 def run_into(out: widgets.Output, html_widget: widgets.HTML, work: Callable[[], Any]) -> Any:

@@ -18,7 +18,9 @@ from labkit.panels.common import (
     Picker,
     demo_names,
     demo_options,
+    image_widget,
     run_into,
+    show_png,
     table_html,
 )
 from labkit.panels.generate import MAX_SEED, png_bytes
@@ -29,16 +31,6 @@ TOKEN_COLUMNS = ["position", "id", "token", "kind", "norm", "output_norm"]
 PAIR_PX = 192  # small demo images are shown enlarged
 ENCODER_CHOICES = [("first (text_encoder)", "text_encoder"),
                    ("second (text_encoder_2)", "text_encoder_2")]
-
-
-def _image() -> widgets.Image:
-    """An image widget hidden until it has a picture (an empty one shows as a broken icon)."""
-    return widgets.Image(format="png", layout=widgets.Layout(display="none"))
-
-
-def _show(image: widgets.Image, png: bytes) -> None:
-    image.value = png
-    image.layout.display = ""
 
 
 def encoders_of(pipe: Any) -> dict[str, str]:
@@ -111,14 +103,14 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
     look = widgets.Button(description="Look up", icon="search")
     facts = widgets.HTML()
     nearest = widgets.HTML()
-    norms, chart = _image(), _image()
+    norms, chart = image_widget(), image_widget()
     pair_prompt = widgets.Text(value="a red circle, {token}", description="Pair prompt",
                                layout=widgets.Layout(width="80%"))
     seed = widgets.BoundedIntText(value=0, min=0, max=MAX_SEED, description="Seed")
     steps = widgets.IntSlider(value=20, min=1, max=60, description="Steps")
     pair_button = widgets.Button(description="Generate with and without", icon="paint-brush",
                                  button_style="primary", layout=widgets.Layout(width="auto"))
-    pair = _image()
+    pair = image_widget()
     status = widgets.HTML()
     error = widgets.HTML()
     error.add_class("labkit-error-box")
@@ -182,10 +174,10 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
             f"<b>Nearest tokens to {html.escape(label)}</b> ({enc})"
             + table_html(embeddings.nearest_tokens(v, text_encoder, tokenizer, NEAREST_K))
             for label, v in tables)
-        _show(norms, to_png(embedding_plots.norm_histogram(
+        show_png(norms, to_png(embedding_plots.norm_histogram(
             vocab, marks, title=f"Length of every token's vector ({enc})")))
         frame = embeddings.neighbour_map(named, text_encoder, tokenizer, k=4)
-        _show(chart, to_png(embedding_plots.map_figure(frame, highlight=list(named))))
+        show_png(chart, to_png(embedding_plots.map_figure(frame, highlight=list(named))))
 
     def make_pair() -> None:
         from labkit.generate.grids import image_grid
@@ -196,7 +188,7 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
         status.value = "<i>Denoising twice (same seed)...</i>"
         images = embeddings.with_and_without(pipe(), ti, pair_prompt.value.replace(
             "{token}", ti.token), seed=seed.value, steps=steps.value, progress=False)
-        _show(pair, png_bytes(image_grid([images["without"], images["with"]], 1, 2,
+        show_png(pair, png_bytes(image_grid([images["without"], images["with"]], 1, 2,
                                          col_labels=["without", f"with {ti.token}"],
                                          cell_px=max(PAIR_PX, images["with"].width))))
         status.value = f"seed {seed.value}, {steps.value} steps"

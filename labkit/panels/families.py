@@ -9,7 +9,15 @@ import ipywidgets as widgets
 
 from labkit.families import compare as C
 from labkit.families.tables import family_parts, layout_names, parts
-from labkit.panels.common import PATH_CHOICE, Picker, demo_options, run_into, table_html
+from labkit.panels.common import (
+    PATH_CHOICE,
+    Picker,
+    demo_options,
+    image_widget,
+    run_into,
+    show_png,
+    table_html,
+)
 from labkit.stats.figures import PART_COLOURS, family_parameters_figure, to_png
 
 TABLE = "table:"  # dropdown values of the key tables, beside the demo files' names
@@ -65,7 +73,7 @@ class FamiliesPanel:
         self.table = widgets.HTML()
         self.parts = tuple(widgets.HTML(layout=widgets.Layout(width="50%", padding="0 12px 0 0"))
                            for _ in "ab")
-        self.figure = widgets.Image(format="png")
+        self.figure = image_widget()
         self.out = widgets.Output()
         for part, name in ((self.verdict, "verdict"), (self.table, "table"),
                            (self.figure, "figure")):
@@ -94,7 +102,7 @@ class FamiliesPanel:
         """Open both models and show them side by side; an error goes to the red box."""
         for part in (self.verdict, self.table, *self.parts):
             part.value = ""
-        self.figure.value, self.figure.layout.display = b"", "none"  # no broken-image icon
+        show_png(self.figure, b"")  # hidden: no broken-image icon
         models = run_into(self.out, self.error, lambda: (chosen(self.a), chosen(self.b)))
         if models is None:
             return
@@ -106,8 +114,7 @@ class FamiliesPanel:
             part.value = parts_html(model)
         frame = family_parts({a.label: a.table, b.label: b.table})
         if frame["part"].isin(PART_COLOURS).any():  # an embedding has no part to draw
-            self.figure.value = to_png(family_parameters_figure(frame))
-            self.figure.layout.display = ""
+            show_png(self.figure, to_png(family_parameters_figure(frame)))
 
 
 def families_panel(a: str | None = "demo_sd1_single",

@@ -15,7 +15,9 @@ from labkit.panels.common import (
     CHECKPOINTS,
     Picker,
     demo_names,
+    image_widget,
     run_from_button,
+    show_png,
     table_html,
 )
 
@@ -48,8 +50,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def show(target: widgets.Image, image: Image.Image) -> None:
     """Put an image into an Image widget at its own pixel size."""
-    target.value = png_bytes(image)
-    target.width, target.height = str(image.width), str(image.height)
+    show_png(target, png_bytes(image))
 
 
 def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VBox:
@@ -84,10 +85,8 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     parts.add_class("labkit-generate-parts")
     error = widgets.HTML()
     error.add_class("labkit-error-box")
-    images = widgets.Image(format="png")
-    images.add_class("labkit-generated")
-    strip = widgets.Image(format="png")
-    strip.add_class("labkit-denoising-strip")
+    images = image_widget("labkit-generated")  # hidden until the first image
+    strip = image_widget("labkit-denoising-strip")
     out = widgets.Output()
 
     def on_dice(_: widgets.Button) -> None:

@@ -10,7 +10,10 @@ from labkit.panels.common import (
     Picker,
     demo_names,
     demo_options,
+    figure_image,
+    image_widget,
     run_from_button,
+    show_png,
     table_html,
 )
 
@@ -85,8 +88,7 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
     anatomy = widgets.HTML()
     anatomy.add_class("labkit-lora-anatomy")
     figures = widgets.Box(layout=widgets.Layout(flex_flow="row wrap"))
-    grid = widgets.Image(format="png")
-    grid.add_class("labkit-lora-grid")
+    grid = image_widget("labkit-lora-grid")  # hidden until the first grid
     out = widgets.Output()
 
     def show_work() -> None:
@@ -103,7 +105,7 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
                          + table_html(lora_plots.rank_alpha(frame))
                          + table_html(lora_plots.training_table(meta))
                          + table_html(frame.drop(columns=["prefix", "shapes"]), SHOWN_ROWS))
-        figures.children = [widgets.Image(value=to_png(fig), format="png") for fig in (
+        figures.children = [figure_image(to_png(fig), "labkit-lora-figure") for fig in (
             lora_plots.block_norm_figure(frame, f"{path.name}: ‖ΔW‖ per block"),
             lora_plots.spectrum_figure(lora_plots.spectra(path)),
             lora_plots.rank_alpha_figure(frame), lora_plots.tag_figure(meta))]
@@ -127,7 +129,7 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
         pipe = pipelines.cached_pipeline(model_pick.resolve(), device=device, progress=False)
         status.value = f"<i>Making {n} images in batched passes...</i>"
         image = L.xyz_grid(pipe, paths, values, lines, seed_list, steps=steps.value)
-        grid.value = png_bytes(image)
+        show_png(grid, png_bytes(image))
         status.value = (f"{n} images: rows are prompt #seed, columns LoRA strength; same noise "
                         f"per seed, {steps.value} steps")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 import pandas as pd
 
-from labkit.panels.common import demo_names, run_into, table_html
+from labkit.panels.common import demo_names, image_widget, run_into, show_png, table_html
 from labkit.stats import figures as stats_plots
 from labkit.stats import per_tensor as stats
 
@@ -79,13 +79,13 @@ class StatsPanel:
         self.rows = widgets.HTML(layout=SCROLL)
         self.tensor = widgets.Dropdown(options=[], description="Tensor",
                                        layout=widgets.Layout(width="70%"))
-        self.histogram = widgets.Image(format="png")
+        self.histogram = image_widget()
         self.histogram_of = widgets.HTML()
         self.summary = widgets.HTML()
-        self.figures = widgets.Image(format="png")
+        self.figures = image_widget()
         self.compare_count = widgets.HTML("<i>Give a second model to compare.</i>")
         self.compare_rows = widgets.HTML(layout=SCROLL)
-        self.compare_figure = widgets.Image(format="png")
+        self.compare_figure = image_widget()
         for part, name in ((self.rows, "rows"), (self.histogram, "histogram"),
                            (self.histogram_of, "histogram-of"),
                            (self.compare_count, "compare-count"), (self.compare_rows, "compare-rows")):
@@ -115,7 +115,7 @@ class StatsPanel:
         for part in (self.rows, self.compare_rows, self.summary):
             part.value = ""
         for image in (self.histogram, self.figures, self.compare_figure):
-            image.value = b""
+            show_png(image, b"")
         path, other = self.a.path.value.strip(), self.b.path.value.strip()
         if not path:
             self.count.value = HINT
@@ -128,7 +128,7 @@ class StatsPanel:
             return
         self.table = table
         self.summary.value = table_html(stats.by_component(self.table).pipe(shown))
-        self.figures.value = stats_plots.to_png(stats_plots.component_figure(self.table))
+        show_png(self.figures, stats_plots.to_png(stats_plots.component_figure(self.table)))
         self.show_rows()
         if other:
             self.compare(other)
@@ -142,7 +142,8 @@ class StatsPanel:
         self.comparison = comparison
         counts = ", ".join(f"{s}: {n}" for s, n in stats.status_counts(comparison).items() if n)
         self.compare_count.value = f"<b>{len(comparison):,} tensors</b> — {counts}"
-        self.compare_figure.value = stats_plots.to_png(stats_plots.difference_figure(comparison))
+        show_png(self.compare_figure,
+                 stats_plots.to_png(stats_plots.difference_figure(comparison)))
         self.show_compare_rows()
 
     def show_rows(self) -> None:
@@ -171,12 +172,14 @@ class StatsPanel:
     def show_histogram(self) -> None:
         """The histogram of the tensor picked in the dropdown, its name above it."""
         name = self.tensor.value
-        self.histogram.value, self.histogram_of.value = b"", ""
+        show_png(self.histogram, b"")
+        self.histogram_of.value = ""
         if self.model is None or not name:
             return
         tensor = run_into(self.out, self.error, lambda: self.model.tensor(name))
         if tensor is not None:
-            self.histogram.value = stats_plots.to_png(stats_plots.histogram_figure(tensor, name))
+            show_png(self.histogram,
+                     stats_plots.to_png(stats_plots.histogram_figure(tensor, name)))
             self.histogram_of.value = f"<i>values of</i> <code>{html.escape(name)}</code>"
 
 

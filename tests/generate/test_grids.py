@@ -1,7 +1,14 @@
 import pytest
 from PIL import Image
 
-from labkit.generate.grids import image_grid, image_grid_figure
+from labkit.generate.grids import (
+    PAD,
+    ROW_LABEL_PX,
+    image_grid,
+    image_grid_figure,
+    label_font,
+    wrap_label,
+)
 
 
 def _tiles(n):
@@ -36,3 +43,42 @@ def test_cells_can_be_enlarged():
     grid = image_grid(_tiles(2), rows=1, cols=2, cell_px=32)
     assert grid.size == (64, 24)
     assert grid.getpixel((32 + 31, 23)) == (40, 0, 0)
+
+
+def _ink_columns(image, box):
+    """The x of every dark pixel inside box (left, top, right, bottom)."""
+    crop = image.crop(box).convert("L")
+    return sorted({x + box[0] for x in range(crop.width) for y in range(crop.height)
+                   if crop.getpixel((x, y)) < 128})
+
+
+def test_a_long_column_label_wraps_inside_its_column():
+    label = "demo_lokr_twotone 0.75 and then some more words"
+    grid = image_grid(_tiles(3), rows=1, cols=3, col_labels=["", label, ""], cell_px=128)
+    top = grid.height - round(128 * 12 / 16)
+    xs = _ink_columns(grid, (0, 0, grid.width, top))
+    assert xs and 128 <= xs[0] and xs[-1] < 2 * 128  # all of it over the second column
+    assert top > 2 * label_font(96).size  # on several lines, not cut to one
+
+
+def test_a_long_row_label_wraps_whole_words_and_keeps_its_end():
+    label = "a red circle on a white background, striped #1"
+    font = label_font(128)
+    lines = wrap_label(label, font, ROW_LABEL_PX, max_lines=6)
+    assert " ".join(lines) == label  # nothing cut: the seed and trigger word stay
+    assert all(font.getlength(line) <= ROW_LABEL_PX for line in lines) and len(lines) > 1
+    grid = image_grid(_tiles(1), rows=1, cols=1, row_labels=[label], cell_px=128)
+    assert grid.width - 128 <= ROW_LABEL_PX + 2 * PAD
+
+
+def test_too_long_a_label_ends_in_an_ellipsis():
+    font = label_font(64)
+    lines = wrap_label("word " * 50, font, 60, max_lines=2)
+    assert len(lines) == 2 and lines[-1].endswith("…")
+    assert all(font.getlength(line) <= 60 for line in lines)
+    assert wrap_label("x" * 40, font, 30, max_lines=9)[0] != "x" * 40  # a long word is split
+
+
+def test_the_font_grows_with_the_cell():
+    assert label_font(64).size < label_font(128).size <= label_font(512).size
+    assert label_font(16).size >= 11  # never tiny

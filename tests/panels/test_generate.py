@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import pytest
 
-from labkit.panels.common import PATH_CHOICE
+from labkit.panels.common import PATH_CHOICE, png_size
 from labkit.panels.generate import generate_panel
 from tests.fixtures.lora_samples import single_thread
 from tests.fixtures.tiny_models import save_tiny
@@ -54,12 +54,16 @@ def test_generate_shows_an_image_progress_and_a_strip(tiny):
     panel = generate_panel(model=str(tiny))
     p = _parts(panel)
     assert p["path"].value == str(tiny)
+    assert p["images"].layout.display == p["strip"].layout.display == "none"  # no broken icon
     p["prompt"].value = "a blue square"
     p["steps"].value = 5
     p["generate"].click()
     assert p["error"].value == ""
     assert bytes(p["images"].value).startswith(PNG)
     assert bytes(p["strip"].value).startswith(PNG)
+    for image in (p["images"], p["strip"]):  # at its own size, not stretched to the panel
+        assert image.layout.display == ""
+        assert image.layout.width == f"{png_size(image.value)[0]}px"
     assert p["bar"].value == p["bar"].max == 5
 
 

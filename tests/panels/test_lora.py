@@ -9,7 +9,7 @@ import ipywidgets as widgets
 import pytest
 from PIL import Image
 
-from labkit.panels.common import NONE_CHOICE, PATH_CHOICE
+from labkit.panels.common import NONE_CHOICE, PATH_CHOICE, png_size
 from labkit.panels.lora import lora_panel, seeds_of, strengths_of
 from tests.fixtures.lora_samples import single_thread, write_adapter, write_ti
 from tests.fixtures.tiny_models import save_tiny
@@ -65,12 +65,14 @@ def test_anatomy_shows_the_table_and_four_figures(world):
     panel = lora_panel(model=str(world["model"]), lora=str(world["lora"]))
     p = _parts(panel)
     assert p["lora"].value == str(world["lora"])
+    assert p["grid"].layout.display == "none"  # no broken-image icon before the first grid
     p["show"].click()
     assert p["error"].value == ""
     html = p["anatomy"].value
     assert "labkit-table" in html and "7 modules" in html and "OUT03" in html
     figures = [w for w in _walk(panel) if isinstance(w, widgets.Image) and w is not p["grid"]]
     assert len(figures) == 4 and all(bytes(f.value).startswith(PNG) for f in figures)
+    assert all(f.layout.width == f"{png_size(f.value)[0]}px" for f in figures)  # not stretched
 
 
 def test_a_grid_of_two_loras_by_strength_and_seed(world):
@@ -83,6 +85,7 @@ def test_a_grid_of_two_loras_by_strength_and_seed(world):
     p["make"].click()
     assert p["error"].value == ""
     grid = Image.open(io.BytesIO(p["grid"].value))
+    assert p["grid"].layout.display == "" and p["grid"].layout.width == f"{grid.width}px"
     assert grid.width >= 6 * 128 and grid.height >= 2 * 128  # 2 LoRAs x 3 strengths, 2 seeds
 
 
