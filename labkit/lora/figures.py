@@ -20,6 +20,7 @@ TRAINING_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha",
                  "ss_base_model_version", "ss_sd_model_name", "ss_resolution", "ss_steps",
                  "ss_epoch", "ss_learning_rate", "ss_training_comment", "modelspec.architecture",
                  "modelspec.title", "modelspec.trigger_phrase")
+LEGEND_CHARS = 90  # a legend line under a 7-inch plot at 8 pt
 
 
 def _figure(width: float = 8, height: float = 3.2, n: int = 1) -> tuple[Figure, Any]:
@@ -60,19 +61,31 @@ def block_norm_figure(frame: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def legend_label(name: str, max_chars: int = LEGEND_CHARS) -> str:
+    """A legend entry of at most `max_chars`: a long name loses the middle of its module path,
+    never its lead ("LoKr: ") nor its end (the layer's own name)."""
+    if len(name) <= max_chars:
+        return name
+    lead, sep, module = name.rpartition(": ")
+    head = lead + sep
+    keep = max(max_chars - len(head) - 1, 8)
+    return f"{head}{module[:keep // 3]}…{module[-(keep - keep // 3):]}"
+
+
 def spectrum_figure(spectra: Mapping[str, Sequence[float]], title: str = "") -> Figure:
-    """Singular values of chosen modules' deltas (log scale): a LoRA of rank r has r of them."""
-    fig, ax = _figure(7, 3.4)
+    """Singular values of chosen modules' deltas (log scale): a LoRA of rank r has r of them.
+    The legend sits under the plot, one whole line per module (its lead, e.g. "LoKr: ", kept)."""
+    fig, ax = _figure(7, 3.0 + 0.22 * len(spectra))
+    fig.set_layout_engine("constrained")
     for name, values in spectra.items():
         values = [float(v) for v in values]
         ax.semilogy(range(1, len(values) + 1), [max(v, 1e-12) for v in values], marker="o",
-                    markersize=3, label=name if len(name) < 60 else "…" + name[-58:])
+                    markersize=3, label=legend_label(name))
     ax.set_xlabel("index")
     ax.set_ylabel("singular value")
     ax.set_title(title or "Singular values of ΔW")
     if spectra:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     return fig
 
 

@@ -107,7 +107,8 @@ def lora_panel(model: str | None = None, lora: str | None = None, device: str = 
                          + table_html(frame.drop(columns=["prefix", "shapes"]), SHOWN_ROWS))
         figures.children = [figure_image(to_png(fig), "labkit-lora-figure") for fig in (
             lora_plots.block_norm_figure(frame, f"{path.name}: ‖ΔW‖ per block"),
-            lora_plots.spectrum_figure(lora_plots.spectra(path)),
+            lora_plots.spectrum_figure(lora_plots.spectra(path), f"{path.name} "
+                                       f"({frame.attrs['kind']}): singular values of ΔW"),
             lora_plots.rank_alpha_figure(frame), lora_plots.tag_figure(meta))]
 
     def grid_work() -> None:

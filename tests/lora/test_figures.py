@@ -60,3 +60,25 @@ def test_block_norms_put_text_encoders_first_then_a_transformers_blocks_in_order
     table = P.block_norms(frame)
     assert list(table["block"]) == ["BASE", "D00", "D09", "S00"]
     assert table.set_index("block").loc["S00", "delta_norm"] == 5.0
+
+
+def test_the_spectrum_legend_fits_under_the_plot_and_names_each_kind():
+    from labkit.stats.figures import to_png
+
+    long = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.and.a.long.tail.of.names"
+    fig = P.spectrum_figure({f"{kind}: {long}": [3.0, 1.0] for kind in ("LoRA", "LoHa", "LoKr")})
+    to_png(fig)  # lays the figure out
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert [t.split(":")[0] for t in texts] == ["LoRA", "LoHa", "LoKr"]
+    assert all(t.endswith("to_k.and.a.long.tail.of.names") and len(t) <= P.LEGEND_CHARS
+               for t in texts)
+    box, figure = legend.get_window_extent(), fig.bbox
+    assert box.x0 >= figure.x0 and box.x1 <= figure.x1 and box.y0 >= figure.y0
+    assert box.y1 <= fig.axes[0].get_window_extent().y0  # under the plot, not over the lines
+
+
+def test_a_legend_label_keeps_its_lead_and_end():
+    assert P.legend_label("LoRA: short") == "LoRA: short"
+    label = P.legend_label("LoKr: " + "a.b." * 40 + "to_q", max_chars=40)
+    assert label.startswith("LoKr: ") and label.endswith("to_q") and len(label) <= 40
