@@ -22,7 +22,8 @@ REL_THRESHOLD = 1e-2
 
 
 class Scale(NamedTuple):
-    """Rank, alpha and scale = alpha / rank of a module (rank None: full rank, scale 1)."""
+    """Rank, alpha and scale = alpha / rank of a module (rank None: a full diff, scale 1; a LoKr
+    of two whole factors: the rank of their kron, scale 1)."""
 
     rank: int | None
     alpha: float | None
@@ -38,6 +39,11 @@ def _low_rank(t: Tensors, a: str, b: str) -> int | None:
     return int(t[b].shape[0]) if a in t and b in t else None
 
 
+def _whole_rank(w: torch.Tensor) -> int:
+    """The largest rank a whole factor can have (a conv kernel flattened to out x in*k*k)."""
+    return min(int(w.shape[0]), math.prod(int(n) for n in w.shape[1:]))
+
+
 def scale_of(kind: str, t: Tensors) -> Scale:
     """Rank, alpha and scale of one module's tensors (roles as keys: down, up, alpha, ...)."""
     if kind in ("lora", "locon", "dora"):
@@ -46,8 +52,10 @@ def scale_of(kind: str, t: Tensors) -> Scale:
         rank = int(t["hada_w1_b"].shape[0])
     elif kind == "lokr":
         rank = _low_rank(t, "lokr_w1_a", "lokr_w1_b") or _low_rank(t, "lokr_w2_a", "lokr_w2_b")
-        if rank is None:  # both factors whole: LyCORIS ignores alpha
-            return Scale(None, float(t["alpha"]) if "alpha" in t else None, 1.0)
+        if rank is None:  # both factors whole: LyCORIS ignores alpha; kron multiplies ranks
+            whole = (_whole_rank(t["lokr_w1"]) * _whole_rank(t["lokr_w2"])
+                     if "lokr_w1" in t and "lokr_w2" in t else None)
+            return Scale(whole, float(t["alpha"]) if "alpha" in t else None, 1.0)
     else:
         return Scale(None, None, 1.0)
     alpha = _alpha(t, rank)

@@ -82,3 +82,17 @@ def test_a_legend_label_keeps_its_lead_and_end():
     assert P.legend_label("LoRA: short") == "LoRA: short"
     label = P.legend_label("LoKr: " + "a.b." * 40 + "to_q", max_chars=40)
     assert label.startswith("LoKr: ") and label.endswith("to_q") and len(label) <= 40
+
+
+def test_a_lokr_of_whole_factors_has_the_rank_of_its_kron_not_nan():
+    import torch
+
+    from labkit import lora, zoo
+    from labkit.lora.anatomy import scale_of
+
+    whole = {"lokr_w1": torch.zeros(2, 2), "lokr_w2": torch.zeros(16, 16, 1, 1),
+             "alpha": torch.tensor(8.0)}
+    assert scale_of("lokr", whole) == (32, 8.0, 1.0)  # alpha ignored, as LyCORIS does
+    frame = lora.read(zoo.path("demo_lokr_twotone"))
+    assert frame["rank"].notna().all() and frame["rank"].iloc[0] == 32
+    assert "nan" not in P.rank_alpha(frame)["rank"].tolist()
