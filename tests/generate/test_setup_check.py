@@ -22,3 +22,20 @@ def test_import_labkit_does_not_import_torch():
     code = "import sys, labkit; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_notebook_00_shows_every_note_whole():
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "00_welcome.ipynb"
+    cell = next("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"]
+                if "lk.doctor()" in "".join(c["source"]) and c["cell_type"] == "code")
+    names: dict = {}
+    with pd.option_context("display.max_colwidth", 50):
+        exec(cell, names)  # noqa: S102 - the notebook's own cell
+        shown = names["checks"]._repr_html_()
+    for note in names["checks"]["note"]:
+        assert note in shown  # the device note is ~100 characters: not "fp3..."

@@ -23,3 +23,14 @@ def test_a_failed_check_is_named_in_the_verdict(monkeypatch):
     button, verdict, _ = _parts(welcome_panel())
     button.click()
     assert "Needs attention: demo files" in verdict.value
+
+
+def test_the_table_keeps_its_columns_apart_and_its_notes_whole():
+    from labkit.generate.setup_check import doctor
+
+    button, _, table = _parts(welcome_panel())
+    button.click()
+    assert "labkit-scroll" in table.value and "padding:" in table.value
+    assert "text-align: right" not in table.value  # headers sit over their (left) columns
+    device = doctor().set_index("check").loc["device", "note"]
+    assert device in table.value
