@@ -140,6 +140,11 @@ def compare_table(models: Sequence[Model]) -> pd.DataFrame:
     return pd.DataFrame(columns).rename_axis("what")
 
 
+def blanks(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table for reading: missing values (NaN, <NA>, None) shown as blanks."""
+    return frame.astype(object).where(frame.notna(), "")
+
+
 def _lora_te_prefixes(n: int) -> str:
     """How kohya's LoRAs name the text encoders of a model with `n` of them."""
     return "lora_te_" if n == 1 else "/".join(f"lora_te{i + 1}_" for i in range(n))

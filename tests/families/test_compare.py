@@ -96,3 +96,41 @@ def test_same_widths_of_other_bases_share_their_adapters(models):
     assert C.verdict(sdxl, playground) == ("sdxl and playground share their widths: a sdxl LoRA "
                                            "loads into playground, though it was trained for "
                                            "the other.")
+
+
+def test_blanks_shows_missing_values_as_blanks():
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1.5, np.nan], "b": pd.array([2, None], dtype="Int64"),
+                          "c": ["x", None]})
+    shown = C.blanks(frame)
+    assert shown.to_numpy().tolist() == [[1.5, 2, "x"], ["", "", ""]]
+    html = shown.to_html()
+    assert "NaN" not in html and "&lt;NA&gt;" not in html and "None" not in html
+
+
+def _last_value(source: str, names: dict):
+    """Run a notebook cell's source; the value of its last line, as the notebook shows it."""
+    import ast
+
+    tree = ast.parse(source)
+    last = tree.body.pop() if isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, "<cell>", "exec"), names)  # noqa: S102 - the notebook's own cell
+    return None if last is None else eval(compile(ast.Expression(last.value), "<cell>", "eval"),
+                                          names)
+
+
+def test_notebook_07_tables_show_blanks_where_its_text_promises_them():
+    import json
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "07_model_families.ipynb"
+    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"]
+             if c["cell_type"] == "code"]
+    names: dict = {}
+    _last_value(cells[0], names)  # the imports and the tables
+    shown = [_last_value(c, names)._repr_html_() for c in cells
+             if "family_table(tables)" in c or "levels.pivot" in c]
+    assert len(shown) == 3
+    assert all("NaN" not in html and "&lt;NA&gt;" not in html for html in shown)
