@@ -121,9 +121,9 @@ def error_html(error: Exception) -> str:
 def table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
     """A DataFrame as compact HTML: headers left-aligned over their columns, missing values
     blank, in a box that scrolls sideways when the table is wider than the panel."""
-    frame = frame.copy()
-    for column in frame.columns[(frame.dtypes != float).to_numpy() & frame.isna().any().to_numpy()]:
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), "")  # <NA>
+    if len(frame):  # NaN is blanked by na_rep, <NA> and None are not
+        frame = frame.apply(lambda col: col if col.dtype.kind == "f" or col.notna().all()
+                            else col.astype(object).where(col.notna(), ""))
     table = frame.to_html(index=False, max_rows=max_rows, classes="labkit-table", border=0,
                           na_rep="", justify="left")
     return f"{TABLE_CSS}<div class='labkit-scroll'>{table}</div>"

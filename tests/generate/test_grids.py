@@ -57,7 +57,7 @@ def test_a_long_column_label_wraps_inside_its_column():
     grid = image_grid(_tiles(3), rows=1, cols=3, col_labels=["", label, ""], cell_px=128)
     top = grid.height - round(128 * 12 / 16)
     xs = _ink_columns(grid, (0, 0, grid.width, top))
-    assert xs and 128 <= xs[0] and xs[-1] < 2 * 128  # all of it over the second column
+    assert xs and xs[0] >= 128 and xs[-1] < 2 * 128  # all of it over the second column
     assert top > 2 * label_font(96).size  # on several lines, not cut to one
 
 
