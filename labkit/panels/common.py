@@ -21,10 +21,10 @@ CHECKPOINTS = ("checkpoint",)  # the manifest kind of the models a pipeline load
 # Tables: headers over their columns, cells apart, and a wide table scrolls in its box.
 TABLE_CSS = ("<style>.labkit-scroll{overflow-x:auto;max-width:100%}"
              ".labkit-table{border-collapse:collapse;font-size:12px;line-height:1.4}"
-             ".labkit-table th,.labkit-table td{text-align:left;vertical-align:top;"
-             "padding:2px 14px 2px 4px;border-bottom:1px solid #e5e7eb}"
-             ".labkit-table th{white-space:nowrap;border-bottom:1px solid #9ca3af}"
-             ".labkit-table td{max-width:40em;overflow-wrap:break-word}</style>")
+             ".labkit-scroll .labkit-table th,.labkit-scroll .labkit-table td{text-align:left;"
+             "vertical-align:top;padding:2px 14px 2px 4px;border-bottom:1px solid #e5e7eb}"
+             ".labkit-scroll .labkit-table th{white-space:nowrap;border-bottom:1px solid #9ca3af}"
+             ".labkit-scroll .labkit-table td{max-width:40em;overflow-wrap:break-word}</style>")
 
 
 def demo_entries() -> list[dict]:

@@ -23,7 +23,7 @@ def test_a_table_scrolls_in_its_box_with_headers_over_their_columns():
     html = table_html(pd.DataFrame({"check": ["device"], "note": ["a long note " * 20]}))
     assert "<div class='labkit-scroll'>" in html and "overflow-x:auto" in html
     assert "text-align: right" not in html  # pandas' default right-aligned header row
-    assert ".labkit-table th,.labkit-table td{text-align:left" in html
+    assert ".labkit-scroll .labkit-table th,.labkit-scroll .labkit-table td{text-align:left" in html
     assert "padding:" in html  # columns do not run together
 
 
