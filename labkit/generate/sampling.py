@@ -14,11 +14,13 @@ from PIL import Image
 
 from labkit.errors import LabkitError
 
-# name -> (diffusers scheduler class, settings over the pipeline's own schedule).
+# name -> (diffusers scheduler class, settings over the pipeline's own schedule). DDIM's own
+# defaults clip the predicted x0 to [-1, 1] and end at alpha 1: right for pixel models, wrong for
+# SD's latents. SD1 configs (PNDM) say both off, SDXL's (Euler) say nothing, so they are set here.
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
     "dpm++": ("DPMSolverMultistepScheduler",
               {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),

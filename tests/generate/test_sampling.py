@@ -141,3 +141,30 @@ def test_size_and_crop_reach_an_sdxl_unet_and_are_refused_for_sd1(pipe, tmp_path
     assert np.abs(cropped - plain).max() > 0
     with pytest.raises(LabkitError, match="takes no size/crop conditioning"):
         sampling.generate(pipe, "a red circle", crop=(16, 16), **FAST)
+
+
+def test_ddim_from_an_sdxl_euler_config_does_not_clip_latents(tmp_path):
+    """SDXL folders ship an Euler config that says nothing of clip_sample; DDIM's own default
+    (clip x0 to [-1, 1], meant for pixel models) turned the demo SDXL's images to noise."""
+    from diffusers import EulerDiscreteScheduler
+
+    class Pipe:  # set_scheduler only reads and swaps .scheduler
+        scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", steps_offset=1)
+
+    p = Pipe()
+    sampling.set_scheduler(p, "ddim")
+    assert (p.scheduler.config.clip_sample, p.scheduler.config.set_alpha_to_one) == (False, False)
+
+
+@pytest.mark.slow
+def test_ddim_and_the_other_schedulers_draw_the_demo_sdxls_red_circle_red():
+    from labkit.generate.pipelines import load_pipeline
+    from labkit.zoo import path
+    from labkit.zoo.metrics import dominant_hue, nearest_colour
+
+    xl = load_pipeline(path("demo_sdxl"), progress=False)
+    xl.set_progress_bar_config(disable=True)
+    names = [n for n in sampling.SCHEDULERS if n != "pndm"]  # PNDM's colours: issue 21
+    images = sampling.compare_schedulers(xl, "a red circle on a white background", names, steps=20)
+    colours = {name: nearest_colour(dominant_hue(_pixels(im) / 255)) for name, im in images.items()}
+    assert colours == dict.fromkeys(names, "red")
