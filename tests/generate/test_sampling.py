@@ -165,6 +165,6 @@ def test_ddim_and_the_other_schedulers_draw_the_demo_sdxls_red_circle_red():
     xl = load_pipeline(path("demo_sdxl"), progress=False)
     xl.set_progress_bar_config(disable=True)
     names = [n for n in sampling.SCHEDULERS if n != "pndm"]  # PNDM's colours: issue 21
-    images = sampling.compare_schedulers(xl, "a red circle on a white background", names, steps=20)
+    images = sampling.compare_schedulers(xl, "a red circle on a white background", names=names, steps=20)
     colours = {name: nearest_colour(dominant_hue(_pixels(im) / 255)) for name, im in images.items()}
     assert colours == dict.fromkeys(names, "red")
