@@ -29,6 +29,7 @@ class Command(NamedTuple):
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[str, argparse.Namespace], list[Outcome]]
     show: Callable[[list[dict[str, Any]]], str]
+    finish: Callable[[argparse.Namespace], list[Outcome]] | None = None  # after every path
 
 
 def _no_arguments(_: argparse.ArgumentParser) -> None:
@@ -91,19 +92,46 @@ def _scan(path: str, _: argparse.Namespace) -> list[Outcome]:
 def _catalog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hashes", action="store_true",
                         help="also compute the six hashes of every file (cached)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="also write the table of every folder to FILE (.parquet or .csv)")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="processes reading headers (default: every core)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="read every file again, neither using nor filling the catalog cache")
+    parser.add_argument("--dask", metavar="tcp://HOST:PORT",
+                        help="read on this Dask cluster (workers must see the same paths)")
+    parser.set_defaults(frames=[])
 
 
 def _catalog(path: str, args: argparse.Namespace) -> list[Outcome]:
     from labkit.inventory import UNSAFE_PREFIX, catalog
 
-    frame = catalog(path, hashes=args.hashes, progress=sys.stderr.isatty())
+    frame = catalog(path, hashes=args.hashes, progress=sys.stderr.isatty(), jobs=args.jobs,
+                    cache=not args.no_cache, dask=args.dask)
+    frame["path"] = [str(Path(path) / p) for p in frame["path"]]
+    args.frames.append(frame)
     outcomes = []
-    for row in json.loads(frame.to_json(orient="records")):
-        row["path"] = str(Path(path) / row["path"])
+    for row in json.loads(frame.to_json(orient="records", date_format="iso")):
         error = row["error"] or ""
         code = UNSAFE if error.startswith(UNSAFE_PREFIX) else BAD_INPUT if error else OK
         outcomes.append(Outcome(row, code))
     return outcomes
+
+
+def _catalog_finish(args: argparse.Namespace) -> list[Outcome]:
+    """Write the tables of every folder to --out, when asked; an error is one record."""
+    if not args.out:
+        return []
+    import pandas as pd
+
+    from labkit.inventory import write_table
+
+    try:
+        write_table(pd.concat(args.frames, ignore_index=True) if args.frames else
+                    pd.DataFrame(), args.out)
+    except LabkitError as e:
+        return [Outcome({"path": args.out, "error": _one_paragraph(str(e))}, BAD_INPUT)]
+    return []
 
 
 INLINE_CHARS = 60
@@ -167,8 +195,9 @@ COMMANDS: dict[str, Command] = {
                     _no_arguments, _hash, key_values),
     "scan": Command("the globals each pickle inside a file names, and whether it is safe to load",
                     _no_arguments, _scan, key_values),
-    "catalog": Command("every model file under each folder, one row each",
-                       _catalog_arguments, _catalog, rows_table),
+    "catalog": Command("every model file under each folder, one row each (cached; --out a "
+                       ".parquet or .csv table)",
+                       _catalog_arguments, _catalog, rows_table, _catalog_finish),
     "stats": Command("per-tensor statistics (mean, std, min, max, norm, zeros, NaN/Inf) of each model",
                      stats_cli.stats_arguments, stats_cli.run_stats, stats_cli.show_stats),
     "compare": Command("each model against the last one, tensor by tensor across file forms",
@@ -238,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.paths:
             outcomes = run_path(command, path, args)
             printed = _emit(outcomes, command, args.json, printed) or printed
+            worst = max([worst, *(o.code for o in outcomes)])
+        if command.finish is not None:
+            outcomes = command.finish(args)
+            _emit(outcomes, command, args.json, printed)
             worst = max([worst, *(o.code for o in outcomes)])
     except KeyboardInterrupt:
         print(f"labkit {args.command}: interrupted", file=sys.stderr)

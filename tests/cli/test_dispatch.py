@@ -177,7 +177,23 @@ def test_real_layouts_as_sparse_files_inspect_and_catalog(capsys, tmp_path):
     assert code == 0 and found == REAL
     code, out, _ = run(capsys, "catalog", tmp_path, "--json")
     sd15 = next(r for r in json_lines(out) if r["path"].endswith("sd15.safetensors"))
-    assert code == 0 and sd15["n_tensors"] == 1131 and sd15["size_mb"] > 1000
+    assert code == 0 and sd15["n_tensors"] == 1131 and sd15["size"] > 1000 * 2**20
+
+
+def test_catalog_out_writes_every_folder_to_one_table(capsys, files, tmp_path_factory):
+    import pandas as pd
+
+    other = tmp_path_factory.mktemp("other")
+    write_lora(other / "second.safetensors")
+    out = tmp_path_factory.mktemp("out") / "catalog.parquet"
+    code, _, err = run(capsys, "catalog", files["lora"].parent, other, "--out", out, "--jobs", "1")
+    table = pd.read_parquet(out)
+    assert code == 2 and "Traceback" not in err  # the LFS pointer is still bad input
+    assert set(table["path"]) == {str(files[k]) for k in ("lora", "ckpt", "evil", "lfs")} | {
+        str(other / "second.safetensors")}
+    assert table.set_index("path").loc[str(files["lora"]), "kind"] == "lora"
+    code, _, err = run(capsys, "catalog", other, "--out", out.with_suffix(".txt"))
+    assert code == 2 and ".parquet or .csv" in err
 
 
 DEMO_SDXL = {"demo_sdxl": ("checkpoint", "demo_sdxl", "layout"),
