@@ -42,7 +42,8 @@ def catalog(folder: str | Path, hashes: bool = False, progress: bool = True, *,
 
     Paths are relative to `folder`; a file that cannot be read is a row with its error (an
     unsafe pickle's starts with "unsafe: "). Unchanged files come from the catalog cache unless
-    `cache` is False; the rest are read over `jobs` processes (default: every core), or by the
+    `cache` is False; the rest are read over `jobs` processes (default: every core; under 1
+    counts as 1), or by the
     Dask cluster at `dask` ("tcp://HOST:PORT"). Raises NotAModelError if `folder` is no folder,
     LabkitError if the Dask cluster cannot be used.
     """
@@ -59,7 +60,7 @@ def catalog(folder: str | Path, hashes: bool = False, progress: bool = True, *,
         if dask:
             read = run_dask(todo, hashes, dask, progress)
         else:
-            read = run_local(todo, hashes, jobs or default_jobs(), progress)
+            read = run_local(todo, hashes, default_jobs() if jobs is None else jobs, progress)
         fresh = dict(zip((i.path for i in todo), read, strict=True))
         if store:
             by_path = dict(zip((i.path for i in items), stamps, strict=True))
