@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import struct
 import subprocess
@@ -113,11 +114,13 @@ def main(repeats: int = 3) -> int:
         secs = statistics.median(r["seconds"] for r in runs[side])
         peak = statistics.median(r["peak_mb"] for r in runs[side])
         base = statistics.median(r["base_mb"] for r in runs[side])
-        print(f"{label} time: {secs / cat:.1f}x ({secs:.2f} s vs cat {cat:.2f} s, median of "
-              f"{repeats}) target <= 3")
-        print(f"{label} peak memory: {peak / budget:.2f}x ({peak:.0f} MB vs 2 x largest + 300 = "
-              f"{budget:.0f} MB, median of {repeats}; {base:.0f} MB of it after imports) "
-              f"target <= 1")
+        held = side == "lab"  # the other side is a reference: context, not a target
+        print(f"{label if held else '  reference, ' + label} time: {secs / cat:.1f}x ({secs:.2f} s "
+              f"vs cat {cat:.2f} s, median of {repeats})" + (" target <= 3" if held else ""))
+        print(f"{label if held else '  reference, ' + label} peak memory: {peak / budget:.2f}x "
+              f"({peak:.0f} MB vs 2 x largest + 300 = {budget:.0f} MB, median of {repeats}; "
+              f"{base:.0f} MB of it after imports)" + (" target <= 1" if held else ""))
+    print(f"  load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     return 0
 
 

@@ -1,9 +1,18 @@
-"""Read and validate a safetensors header (8 + N bytes) exactly as the reference reader does."""
+"""Read and validate a safetensors header (8 + N bytes) exactly as the reference reader does.
+
+Two readers, one verdict: a fast one (orjson, when installed, and list-wide checks in C) accepts
+the headers that break no rule, and anything it does not accept is read again by the exact one
+(json, rule by rule), which names the first rule broken in the reference reader's order.
+"""
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import os
+from itertools import chain, repeat
+from operator import mul, sub
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,6 +23,12 @@ from labkit.tensors import DTYPES, TensorInfo
 _ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 _REDOWNLOAD = "The file is damaged or was cut short: download it again."
 _BITS = {name: int(size * 8) for name, (_, size) in DTYPES.items()}
+
+try:  # a C JSON parser 3-5x faster than json's on a 160 kB header; json does the same without it
+    from orjson import JSONDecodeError as _OrjsonError
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _orjson_loads = None
 
 
 class SafetensorsHeader(NamedTuple):
@@ -87,6 +102,70 @@ def _check_data(infos: dict, offsets: dict) -> tuple[list[str], int]:
     return order, start
 
 
+def _fast(raw: bytes, file_size: int) -> SafetensorsHeader | None:
+    """The header when it breaks no rule, read with orjson and checked list-wide; None to have
+    the exact reader decide (anything unusual: a broken rule, extra keys, an escaped ':')."""
+    if _orjson_loads is None or b"\\u003" in raw:
+        return None
+    try:
+        header = _orjson_loads(raw)
+    except _OrjsonError:
+        return None
+    if type(header) is not dict:
+        return None
+    keys = len(header)
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    elif type(metadata) is not dict or not all(type(v) is str for v in metadata.values()):
+        return None
+    names, entries = list(header), list(header.values())
+    try:
+        if entries and not (_all(type, entries, dict) and _all(len, entries, 3)):
+            return None
+        dtypes = [e["dtype"] for e in entries]
+        shapes = [e["shape"] for e in entries]
+        pairs = [e["data_offsets"] for e in entries]
+        if pairs and not (_all(type, pairs, list) and _all(len, pairs, 2)):
+            return None
+        begins, ends = zip(*pairs, strict=True) if pairs else ((), ())
+        bits = list(map(_BITS.__getitem__, dtypes))
+    except (KeyError, TypeError, ValueError):  # a key missing, an unhashable dtype, not a pair
+        return None
+    if shapes and not _all(type, shapes, list) or not _uints(chain(begins, ends, *shapes)):
+        return None
+    # A duplicate key anywhere leaves orjson's objects fewer keys than the text has ':' outside
+    # strings: the text holds no escaped ':' and its strings are names, metadata and dtypes.
+    keys += 3 * len(entries) + len(metadata)
+    in_strings = sum("".join(s).count(":") for s in (names, metadata, metadata.values()))
+    if raw.count(b":") != keys + in_strings:
+        return None
+    order = sorted(range(len(names)), key=list(zip(begins, ends, strict=True)).__getitem__)
+    begins, ends = [begins[i] for i in order], [ends[i] for i in order]
+    needed = list(map(mul, map(math.prod, shapes), bits))
+    end = ends[-1] if ends else 0
+    given = [8 * d for d in map(sub, ends, begins)]
+    if begins != [0, *ends[:-1]] or [needed[i] for i in order] != given or (
+            end + 8 + len(raw) != file_size):
+        return None
+    infos = zip(map(tuple, [shapes[i] for i in order]), [dtypes[i] for i in order], strict=True)
+    table = dict(zip([names[i] for i in order], map(tuple.__new__, repeat(TensorInfo), infos),
+                     strict=True))
+    return SafetensorsHeader(table, dict(zip(table, zip(begins, ends, strict=True), strict=True)),
+                             metadata, 8 + len(raw))
+
+
+def _all(fn: object, values: list, expected: object) -> bool:
+    """True when fn(v) == expected for every v of a non-empty list (a C loop, no Python frame)."""
+    return set(map(fn, values)) == {expected}  # type: ignore[call-overload]
+
+
+def _uints(values: object) -> bool:
+    """True when every value is an int (not a bool) >= 0."""
+    values = list(values)  # type: ignore[call-overload]
+    return not values or (set(map(type, values)) == {int} and min(values) >= 0)
+
+
 def parse(head: bytes, file_size: int) -> SafetensorsHeader:
     """Validate a header given the file's first bytes (at least 8 + N when present) and its size.
 
@@ -100,6 +179,15 @@ def parse(head: bytes, file_size: int) -> SafetensorsHeader:
     if 8 + n > file_size or len(head) < 8 + n:
         raise _Bad(f"the header claims {n} bytes but the file has only {file_size - 8} after "
                    "the length (cut short?)")
+    collecting = gc.isenabled()
+    gc.disable()  # the parse makes ~5000 containers: collections of the whole heap would dwarf it
+    try:
+        fast = _fast(head[8 : 8 + n], file_size)
+    finally:
+        if collecting:
+            gc.enable()
+    if fast is not None:
+        return fast
     try:
         text = head[8 : 8 + n].decode("utf-8")
     except UnicodeDecodeError:

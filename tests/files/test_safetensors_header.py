@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from labkit.errors import CorruptFileError
-from labkit.files.safetensors_header import MAX_HEADER, read_header
+from labkit.files import safetensors_header
+from labkit.files.safetensors_header import MAX_HEADER, _Bad, parse, read_header
 from labkit.tensors import TensorInfo
 from tests.fixtures.bounded import peak_bytes_reading
 
@@ -152,3 +153,81 @@ def test_what_the_reference_reader_accepts(tmp_path: Path) -> None:
         {"__metadata__": None, "a": entry}).encode()))
     header = read_header(path)
     assert header.metadata == {} and header.table == {"a": TensorInfo((1,), "F32")}
+
+
+def _verdict(data: bytes) -> object:
+    """What parse makes of a file's bytes: the header, or the error message."""
+    try:
+        return parse(data, len(data))
+    except _Bad as exc:
+        return str(exc)
+
+
+def _exact_verdict(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
+    with monkeypatch.context() as m:
+        m.setattr(safetensors_header, "_orjson_loads", None)
+        return _verdict(data)
+
+
+TRICKY = {
+    "duplicate hidden by a colon in a name": build(None, b"\x00", raw_header=(
+        b'{"a:": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'
+        b' "a:": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}')),
+    "duplicate metadata key": build(None, bytes(1), raw_header=(
+        b'{"__metadata__": {"k": "x:y", "k": "z"},'
+        b' "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}')),
+    "duplicate dtype in an entry": build(None, bytes(1), raw_header=(
+        b'{"a": {"dtype": "U8", "dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}')),
+    "escaped colon in a name": build(None, bytes(1), raw_header=(
+        b'{"a\\u003a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}')),
+    "escaped name equal to another": build(None, bytes(2), raw_header=(
+        b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'
+        b' "\\u0061": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}')),
+    "offsets of two and three": build(None, bytes(2), raw_header=(
+        b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'
+        b' "b": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2, 3]}}')),
+    "bool shape": build({"a": {"dtype": "U8", "shape": [True], "data_offsets": [0, 1]}}, bytes(1)),
+    "big integer": build({"a": {"dtype": "U8", "shape": [2**64], "data_offsets": [0, 1]}},
+                         bytes(1)),
+    "NaN literal": build(None, bytes(1), raw_header=(
+        b'{"a": {"dtype": "U8", "shape": [NaN], "data_offsets": [0, 1]}}')),
+    "metadata null": build({"__metadata__": None, "a": {"dtype": "U8", "shape": [1],
+                                                        "data_offsets": [0, 1]}}, bytes(1)),
+    "metadata empty string": build({"__metadata__": "", "a": {"dtype": "U8", "shape": [1],
+                                                              "data_offsets": [0, 1]}}, bytes(1)),
+    "empty tensors sharing an offset": build({
+        "z": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]},
+        "y": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]},
+        "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, bytes(1)),
+    "no tensors": build({"__metadata__": {"a": "b"}}),
+    "good": _VALID,
+}
+
+
+@pytest.mark.parametrize("case", TRICKY)
+def test_the_fast_reader_agrees_with_the_exact_one(case: str, monkeypatch) -> None:
+    data = TRICKY[case]
+    assert _verdict(data) == _exact_verdict(data, monkeypatch)
+
+
+def test_duplicates_the_fast_reader_could_miss_are_still_refused() -> None:
+    for case in ("duplicate hidden by a colon in a name", "duplicate metadata key",
+                 "duplicate dtype in an entry", "escaped name equal to another"):
+        assert "twice" in str(_verdict(TRICKY[case])), case
+    assert isinstance(_verdict(TRICKY["good"]), safetensors_header.SafetensorsHeader)
+    body = _VALID[8 : 8 + int.from_bytes(_VALID[:8], "little")]
+    assert safetensors_header._fast(body, len(_VALID)) is not None  # no detour
+    assert list(_verdict(TRICKY["empty tensors sharing an offset"]).table) == ["z", "y", "a"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(_VALID) - 1), st.binary(min_size=1, max_size=8))
+def test_both_readers_agree_on_mutated_files(at: int, patch: bytes) -> None:
+    data = _VALID[:at] + patch + _VALID[at + len(patch):]
+    saved = safetensors_header._orjson_loads
+    fast = _verdict(data)
+    safetensors_header._orjson_loads = None
+    try:
+        assert _verdict(data) == fast
+    finally:
+        safetensors_header._orjson_loads = saved
