@@ -20,6 +20,7 @@ NONE_CHOICE = "(none)"
 CHECKPOINTS = ("checkpoint",)  # the manifest kind of the models a pipeline loads
 # Tables: headers over their columns, cells apart, and a wide table scrolls in its box.
 TABLE_CSS = ("<style>.labkit-scroll{overflow-x:auto;max-width:100%}"
+             ".widget-html-content:has(>.labkit-scroll){min-width:0;max-width:100%}"
              ".labkit-table{border-collapse:collapse;font-size:12px;line-height:1.4}"
              ".labkit-scroll .labkit-table th,.labkit-scroll .labkit-table td{text-align:left;"
              "vertical-align:top;padding:2px 14px 2px 4px;border-bottom:1px solid #e5e7eb}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.browser import open_notebook_and_run
+from tests.panels.browser_checks import check_panel
 
 
 @pytest.mark.browser
@@ -23,4 +24,6 @@ def test_welcome_panel_renders_and_answers_a_click(lab_url, chromium, output_dir
     assert "diffusers" in table.inner_text()
     table.scroll_into_view_if_needed()
     page.screenshot(path=str(output_dir / "browser_welcome.png"))
+    check_panel(page.locator(".widget-vbox", has=page.locator("h3", has_text="set-up check")).last,
+                output_dir / "browser_welcome_panel.png")
     page.close()

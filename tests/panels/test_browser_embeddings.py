@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tests.fixtures.browser import open_notebook_and_run
+from tests.panels.browser_checks import check_panel
 
 
 @pytest.mark.browser
@@ -26,4 +27,6 @@ def test_embeddings_panel_shows_tokens_as_you_type(lab_url, chromium, output_dir
         assert expected in text
     tokens.first.scroll_into_view_if_needed()
     page.screenshot(path=str(output_dir / "browser_embeddings.png"))
+    check_panel(page.locator(".widget-vbox", has=page.locator("h3", has_text="Embeddings")).last,
+                output_dir / "browser_embeddings_panel.png")
     page.close()

@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures.browser import open_panel
+from tests.panels.browser_checks import check_panel
 
 NOTEBOOK = "07_model_families.ipynb"
 
@@ -30,6 +31,7 @@ def test_families_panel_compares_what_is_picked(lab_url, chromium, output_dir):
                            timeout=30_000)
     verdict.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(output_dir / "browser_families.png"))
+    check_panel(panel, output_dir / "browser_families_panel.png")
 
     path_a = panel.locator(".widget-text", has_text="Path").first.locator("input")
     path_a.fill("/no/such/model.safetensors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.browser import open_notebook_and_run
+from tests.panels.browser_checks import check_panel
 
 NATURAL_WIDTH = "() => document.querySelector('img.labkit-generated').naturalWidth"
 
@@ -15,6 +16,7 @@ def test_generate_panel_draws_an_image(lab_url, chromium, output_dir):
     button = page.locator("button.jupyter-button", has_text="Generate")
     button.wait_for(state="visible", timeout=300_000)
     assert page.evaluate(NATURAL_WIDTH) == 0
+    assert page.locator("img.labkit-generated").is_hidden()  # no broken icon before a click
     button.scroll_into_view_if_needed()
     button.click()
     page.wait_for_function(
@@ -27,4 +29,6 @@ def test_generate_panel_draws_an_image(lab_url, chromium, output_dir):
     page.locator(".widget-vbox", has=page.locator("h3", has_text="Generate")).last.evaluate(
         "panel => panel.scrollIntoView()")
     page.screenshot(path=str(output_dir / "browser_generate.png"))
+    check_panel(page.locator(".widget-vbox", has=page.locator("h3", has_text="Generate")).last,
+                output_dir / "browser_generate_panel.png")
     page.close()

@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures.browser import open_panel
+from tests.panels.browser_checks import check_panel
 
 NOTEBOOK = "02_what_is_this_file.ipynb"
 
@@ -42,4 +43,6 @@ def test_inspector_filters_tensors_and_computes_hashes(lab_url, chromium, output
     assert re.search(r"\b[0-9A-F]{64}\b", panel.locator(".labkit-summary").last.inner_text())
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(output_dir / "browser_inspector.png"))
+    panel.locator(".lm-TabBar-tab", has_text="Tensors").click()
+    check_panel(panel, output_dir / "browser_inspector_panel.png")
     page.close()

@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures.browser import open_panel
+from tests.panels.browser_checks import check_panel
 
 NOTEBOOK = "06_tensor_statistics.ipynb"
 
@@ -68,4 +69,5 @@ def test_stats_panel_filters_sorts_draws_and_compares(lab_url, chromium, output_
     panel.locator(".lm-TabBar-tab", has_text="Tensors").click()
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(output_dir / "browser_stats.png"))
+    check_panel(panel, output_dir / "browser_stats_panel.png")
     page.close()
