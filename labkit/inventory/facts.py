@@ -47,6 +47,11 @@ def identity_of(model: ModelFile) -> Identity:
     return found
 
 
+def forget_identities() -> None:
+    """Empty this process's shared identities (a benchmark's cold run starts from none)."""
+    _IDENTITIES.clear()
+
+
 def summary(model: ModelFile, identity: Identity | None = None) -> dict[str, object]:
     """The facts of an opened model: format, identity, tensor count, parameter count, dtypes."""
     identity = identity or model.identity

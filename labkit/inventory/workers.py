@@ -21,6 +21,7 @@ from labkit.inventory.facts import read_facts
 Row = dict[str, Any] | None
 CHUNKS_PER_JOB = 8  # small enough chunks that the bar moves and the cores share the load evenly
 DASK_TIMEOUT_S = 10
+PROCESS_MIN_ITEMS = 64  # fewer reads run in this process: starting workers would cost more
 
 
 class Item(NamedTuple):
@@ -78,9 +79,10 @@ def _pool(jobs: int) -> Executor:
 
 
 def run_local(items: Sequence[Item], hashes: bool, jobs: int, progress: bool) -> list[Row]:
-    """The rows of `items` in order, over `jobs` processes (in this process when jobs is 1)."""
+    """The rows of `items` in order, over `jobs` processes (in this process when jobs is 1 or
+    there are fewer than PROCESS_MIN_ITEMS)."""
     jobs = max(1, min(jobs, len(items)))
-    if jobs == 1:
+    if jobs == 1 or len(items) < PROCESS_MIN_ITEMS:
         chunks = _chunks(items, 1)
         with _bar(items, progress) as bar:
             rows: list[Row] = []

@@ -19,6 +19,7 @@ def test_processes_give_the_table_one_process_gives(folder, monkeypatch):
     pools = []
     real = workers._pool
     monkeypatch.setattr(workers, "_pool", lambda jobs: pools.append(jobs) or real(jobs))
+    monkeypatch.setattr(workers, "PROCESS_MIN_ITEMS", 2)
     alone = catalog(folder, progress=False, jobs=1, cache=False)
     spread = catalog(folder, progress=False, jobs=2, cache=False)
     assert pools == [2]
@@ -33,6 +34,13 @@ def test_the_bar_counts_files_and_bytes(folder, capsys):
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert "8/8 files" in err  # every candidate read, models or not (a folder is one)
     assert f"{tqdm.format_sizeof(total)}/{tqdm.format_sizeof(total)}" in err  # and their bytes
+
+
+def test_a_few_files_are_read_in_this_process(folder, monkeypatch):
+    import labkit.inventory.workers as workers
+
+    monkeypatch.setattr(workers, "_pool", lambda jobs: pytest.fail("a pool for 8 files"))
+    assert len(catalog(folder, progress=False, jobs=4, cache=False)) == 6
 
 
 @pytest.mark.parametrize("jobs", [0, -1])
