@@ -184,6 +184,8 @@ def rows_table(records: list[dict[str, Any]]) -> str:
 
     if not records:
         return "(no model files found)"
+    records = [{k: _text(v) if isinstance(v, list | dict) else v for k, v in r.items()}
+               for r in records]  # lists and dicts as short text: "F16: 1130, I64: 1"
     frame = pd.DataFrame(records).convert_dtypes().astype(object).fillna("-")
     return frame.to_string(index=False, max_colwidth=TABLE_COLUMN_CHARS)
 

@@ -2,6 +2,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +131,25 @@ def test_human_output_is_aligned_key_values_and_tables(capsys, files, tmp_path):
     code, out, _ = run(capsys, "catalog", tmp_path)
     header = out.splitlines()[0].split()
     assert header[:4] == ["path", "format", "kind", "base"] and "lora.safetensors" in out
+    lora = next(line for line in out.splitlines() if "lora.safetensors" in line)
+    assert "F32: 5" in lora and "cat, dog, tabby" in lora and "{" not in lora
+
+
+def test_catalog_no_cache_leaves_no_cache_and_jobs_pass_through(capsys, files, tmp_path,
+                                                                 monkeypatch):
+    import os
+
+    import labkit.inventory.table as table
+
+    seen = []
+    real = table.run_local
+    monkeypatch.setattr(table, "run_local", lambda items, hashes, jobs, progress: seen.append(
+        jobs) or real(items, hashes, jobs, progress))
+    code, out, _ = run(capsys, "catalog", tmp_path, "--no-cache", "--jobs", "3", "--json")
+    assert code == 2 and len(json_lines(out)) == 4 and seen == [3]
+    assert not list(Path(os.environ["LABKIT_CACHE_DIR"]).glob("catalog*"))
+    run(capsys, "catalog", tmp_path, "--json")
+    assert list(Path(os.environ["LABKIT_CACHE_DIR"]).glob("catalog*"))
 
 
 def test_help_lists_every_subcommand(capsys):
