@@ -43,27 +43,27 @@ def catalog(folder: str | Path, hashes: bool = False, progress: bool = True, *,
     Paths are relative to `folder`; a file that cannot be read is a row with its error (an
     unsafe pickle's starts with "unsafe: "). Unchanged files come from the catalog cache unless
     `cache` is False; the rest are read over `jobs` processes (default: every core; under 1
-    counts as 1), or by the
-    Dask cluster at `dask` ("tcp://HOST:PORT"). Raises NotAModelError if `folder` is no folder,
-    LabkitError if the Dask cluster cannot be used.
+    counts as 1), or by the Dask cluster at `dask` ("tcp://HOST:PORT"). Raises NotAModelError
+    if `folder` is no folder, LabkitError if the Dask cluster cannot be used.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NotAModelError("this is not a folder" if folder.exists() else "this folder is missing",
                              path=folder, hint="Give catalog a folder; use inspect for a single file.")
     items, stamps, shown = _listing(folder)
+    by_path = dict(zip((i.path for i in items), stamps, strict=True))
     store = CatalogCache() if cache else None
     try:
-        known = store.get(dict(zip((i.path for i in items), stamps, strict=True)), hashes) \
-            if store else {}
+        known = store.get(by_path, hashes) if store else {}
         todo = [i for i in items if i.path not in known]
-        if dask:
+        if not todo:
+            read = []
+        elif dask:
             read = run_dask(todo, hashes, dask, progress)
         else:
             read = run_local(todo, hashes, default_jobs() if jobs is None else jobs, progress)
         fresh = dict(zip((i.path for i in todo), read, strict=True))
         if store:
-            by_path = dict(zip((i.path for i in items), stamps, strict=True))
             store.put((p, by_path[p], row) for p, row in fresh.items())
     finally:
         if store:
