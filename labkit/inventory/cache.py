@@ -1,11 +1,14 @@
 """The catalog's cache: one SQLite file under the lab's cache folder (never beside the models),
-a row per path, valid while the path's size, mtime_ns, device and inode are unchanged.
+a row per path, valid while the path's size, mtime_ns, device and inode are unchanged and the
+code that read it (identify, files, ...) is too.
 
 A damaged or unwritable cache is no error: the catalog then reads every file, as with no cache.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import sqlite3
@@ -13,9 +16,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-CACHE_FILE = "catalog.sqlite"
-# bump when a row's facts change meaning (new columns, other identify rules)
+CACHE_FILE = "catalog-v1.sqlite"  # the table layout: a new one never meets an old file
+# bump when a row's facts change meaning (new columns); the readers' own code is stamped too
 SCHEMA = 1
+# the code a row's facts come from: an edit to any of these makes every cached row stale
+READER_CODE = ("identify", "files", "safety", "inventory/facts.py", "inventory/finding.py",
+               "sniff.py", "tensors.py")
 _TIMEOUT_S = 30
 _BATCH = 500  # paths per query, under SQLite's limit on parameters
 
@@ -42,6 +48,17 @@ def stamp_of(path: Path, is_folder: bool) -> Stamp:
                  st.st_dev, st.st_ino)
 
 
+@functools.cache
+def readers_stamp() -> str:
+    """SCHEMA and the size and mtime of every module of READER_CODE, as one short digest."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p for name in READER_CODE for p in
+                   ((root / name).rglob("*.py") if (root / name).is_dir() else [root / name]))
+    parts = [str(SCHEMA)] + [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                             for p in files if p.is_file()]
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+
+
 def cache_path() -> Path:
     """Where the catalog cache lives: labkit.hashes.cache_dir() / catalog.sqlite."""
     from labkit.hashes import cache_dir
@@ -58,7 +75,7 @@ class CatalogCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=_TIMEOUT_S)
-            db.execute("CREATE TABLE IF NOT EXISTS rows (path TEXT PRIMARY KEY, schema INTEGER, "
+            db.execute("CREATE TABLE IF NOT EXISTS rows (path TEXT PRIMARY KEY, readers TEXT, "
                        "size INTEGER, mtime_ns INTEGER, dev INTEGER, ino INTEGER, row TEXT)")
             self._db = db
         except (OSError, sqlite3.Error):
@@ -75,8 +92,8 @@ class CatalogCache:
             for start in range(0, len(paths), _BATCH):
                 batch = paths[start:start + _BATCH]
                 cursor = self._db.execute(
-                    "SELECT path, size, mtime_ns, dev, ino, row FROM rows WHERE schema = ? "
-                    f"AND path IN ({', '.join('?' * len(batch))})", (SCHEMA, *batch))
+                    "SELECT path, size, mtime_ns, dev, ino, row FROM rows WHERE readers = ? "
+                    f"AND path IN ({', '.join('?' * len(batch))})", (readers_stamp(), *batch))
                 for path, *stamp, text in cursor:
                     if stamps[path] == Stamp(*stamp):
                         row = json.loads(text)
@@ -94,7 +111,7 @@ class CatalogCache:
             with self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(p, SCHEMA, *s, json.dumps(r)) for p, s, r in rows])
+                    [(p, readers_stamp(), *s, json.dumps(r)) for p, s, r in rows])
         except sqlite3.Error:
             return
 

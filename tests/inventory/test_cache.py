@@ -91,3 +91,27 @@ def test_a_damaged_cache_is_no_error(folder, private_cache):
     assert "lora.safetensors" in set(frame["path"])
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(private_cache / CACHE_FILE).execute("SELECT * FROM rows").fetchall()
+
+
+def test_rows_read_by_other_reader_code_are_stale(folder, opens, monkeypatch):
+    import labkit.inventory.cache as cache
+
+    catalog(folder, progress=False, jobs=1)
+    monkeypatch.setattr(cache, "readers_stamp", lambda: "identify rules edited")
+    opens.clear()
+    catalog(folder, progress=False, jobs=1)
+    assert "lora.safetensors" in opens
+    opens.clear()
+    catalog(folder, progress=False, jobs=1)
+    assert opens == []
+
+
+def test_the_readers_stamp_names_code_that_exists():
+    from pathlib import Path
+
+    import labkit
+    from labkit.inventory.cache import READER_CODE, readers_stamp
+
+    root = Path(labkit.__file__).parent
+    assert [name for name in READER_CODE if not (root / name).exists()] == []
+    assert len(readers_stamp()) == 16
