@@ -25,7 +25,7 @@ TABLE_CSS = ("<style>.labkit-scroll{overflow-x:auto;max-width:100%}"
              ".labkit-scroll .labkit-table th,.labkit-scroll .labkit-table td{text-align:left;"
              "vertical-align:top;padding:2px 14px 2px 4px;border-bottom:1px solid #e5e7eb}"
              ".labkit-scroll .labkit-table th{white-space:nowrap;border-bottom:1px solid #9ca3af}"
-             ".labkit-scroll .labkit-table td{max-width:40em;overflow-wrap:break-word}</style>")
+             ".labkit-scroll .labkit-table td{max-width:48em;overflow-wrap:break-word}</style>")
 
 
 def demo_entries() -> list[dict]:
