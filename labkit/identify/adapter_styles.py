@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import NamedTuple
 
 from labkit.tensors import TensorInfo
@@ -83,6 +84,9 @@ BARE_COMPONENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 BARE_TE2_WIDTH = 1280
 BARE_TE2 = "text_encoder_2."
 CANONICAL = "canonical"  # the writer of keys no rewrite touched
+# Every adapter key of every style has one of these in it; a checkpoint's keys almost never do,
+# so a table where fewer than half do is no adapter, told without running the rewrites.
+ADAPTER_HINT = re.compile(r"lora|hada_|lokr_|dora_scale|\.alpha$|\.diff(_b)?$")
 
 
 class Canonical(NamedTuple):
@@ -92,7 +96,16 @@ class Canonical(NamedTuple):
     styles: tuple[str, ...]
 
 
-def _first(rewrites: Iterable[Rewrite], key: str) -> tuple[str, str | None]:
+def _any_of(rewrites: Iterable[Rewrite]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{row.pattern.pattern})" for row in rewrites))
+
+
+_ANY = {SUFFIX_STYLES: _any_of(SUFFIX_STYLES), PREFIX_STYLES: _any_of(PREFIX_STYLES)}
+
+
+def _first(rewrites: tuple[Rewrite, ...], key: str) -> tuple[str, str | None]:
+    if not _ANY[rewrites].search(key):  # one scan for most keys, which no writer's style touches
+        return key, None
     for row in rewrites:
         new, n = row.pattern.subn(row.replacement, key, count=1)
         if n:
@@ -100,6 +113,13 @@ def _first(rewrites: Iterable[Rewrite], key: str) -> tuple[str, str | None]:
     return key, None
 
 
+def looks_like_adapter(keys: Iterable[str]) -> bool:
+    """Whether at least half the keys carry an adapter part's name (a cheap test before the rewrites)."""
+    keys = list(keys)
+    return bool(keys) and 2 * sum(1 for k in keys if ADAPTER_HINT.search(k)) >= len(keys)
+
+
+@lru_cache(maxsize=1 << 16)
 def canonical_key(key: str, in_width: int | None = None) -> Canonical:
     """The key in the canonical spelling (`in_width`: the module's input width, which tells a bare
     SDXL text-encoder key's encoder), with the styles that rewrote it."""

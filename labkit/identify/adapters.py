@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from labkit.identify import rules as R
-from labkit.identify.adapter_styles import CANONICAL, canonical_table
+from labkit.identify.adapter_styles import CANONICAL, canonical_table, looks_like_adapter
 from labkit.identify.told import Identity, prediction_variants, told_base
 from labkit.tensors import TensorInfo
 
@@ -30,6 +30,8 @@ def _adapter_suffix(key: str) -> str | None:
 def adapter(table: Table, keys: list[str], metadata: Mapping[str, str]) -> Identity | None:
     """LoRA / LoHa / LoKr / full diff / DoRA, when most keys end with adapter suffixes (in any
     writer's key style, read through adapter_styles' canonical spelling)."""
+    if not looks_like_adapter(keys):
+        return None
     canon = canonical_table({k: table[k] for k in keys})
     table = {key: table[orig] for key, (orig, _) in canon.items()}
     keys = list(canon)

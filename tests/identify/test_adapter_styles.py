@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit.identify.adapter_styles import canonical_key, canonical_table, writer_styles
+from labkit.identify.adapter_styles import canonical_key, canonical_table, looks_like_adapter, writer_styles
 from labkit.tensors import TensorInfo
 
 UNET_ATTN = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
@@ -49,3 +49,11 @@ def test_writer_styles_counts_each_style_and_the_untouched_keys():
              f"unet.{UNET_ATTN}.to_q.lora_A.weight": TensorInfo((4, 320), "F32")}
     styles = writer_styles(table)
     assert styles["diffusers attention processor (<= 0.20)"] == 1 and styles["canonical"] == 1
+
+
+def test_a_checkpoints_keys_are_told_no_adapter_before_any_rewrite():
+    from tests.fixtures.layout_files import load_layout
+
+    assert not looks_like_adapter(load_layout("sdxl_base"))
+    assert looks_like_adapter(load_layout("sdxl_lora_kohya"))
+    assert looks_like_adapter(["double_blocks.0.processor.qkv_lora1.down.weight", "x.diff", "y.alpha"])
