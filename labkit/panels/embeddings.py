@@ -109,7 +109,8 @@ def embeddings_panel(model: str | None = None, embedding: str | None = None,
     seed = widgets.BoundedIntText(value=0, min=0, max=MAX_SEED, description="Seed")
     steps = widgets.IntSlider(value=20, min=1, max=60, description="Steps")
     pair_button = widgets.Button(description="Generate with and without", icon="paint-brush",
-                                 button_style="primary", layout=widgets.Layout(width="auto"))
+                                 button_style="primary",
+                                 layout=widgets.Layout(width="auto", align_self="flex-start"))
     pair = image_widget()
     status = widgets.HTML()
     error = widgets.HTML()

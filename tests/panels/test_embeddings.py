@@ -7,7 +7,7 @@ import ipywidgets as widgets
 import pytest
 import torch
 
-from labkit.panels.common import NONE_CHOICE, PATH_CHOICE
+from labkit.panels.common import NONE_CHOICE, PATH_CHOICE, png_size
 from labkit.panels.embeddings import embeddings_panel
 from tests.fixtures.ti_samples import SD1_WIDTH, save_tiny, write_forms
 
@@ -81,6 +81,8 @@ def test_look_up_a_word_and_an_embedding(tiny, ti):
     assert "kohya form, step 400" in text
     assert bytes(p["norms"].value).startswith(PNG) and bytes(p["map"].value).startswith(PNG)
     assert p["norms"].layout.display == "" and p["pair_image"].layout.display == "none"
+    assert p["norms"].layout.width == f"{png_size(p['norms'].value)[0]}px"  # not stretched
+    assert p["pair"].layout.align_self == "flex-start"  # the button as wide as its words
 
 
 def test_the_pair_differs_and_leaves_the_pipeline_clean(tiny, ti):
