@@ -20,7 +20,6 @@ from labkit.lora.applying import BlockWeights, Handle, apply, remove, set_streng
 
 MAX_BATCH = 8  # samples per batched pass (the UNet sees twice as many under guidance)
 GRID_CELL = 128  # grid cells are at least this many pixels wide (labels must fit)
-ROW_LABEL_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -92,11 +91,6 @@ def sweep(pipe: Any, path: str | Path, strengths: Sequence[float], prompt: str, 
         remove(pipe, handle)
 
 
-def _short(text: str, n: int) -> str:
-    """Text cut to n characters in the middle: prompts end with their trigger words."""
-    return text if len(text) <= n else f"{text[:n // 2 - 2]}...{text[-(n - n // 2 - 1):]}"
-
-
 def _rows(prompts: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
     return [(p, s) for p in prompts for s in seeds]
 
@@ -123,9 +117,9 @@ def xyz_grid(pipe: Any, paths: str | Path | Sequence[str | Path], strengths: Seq
             remove(pipe, handle)
         for c, x in enumerate(strengths):
             columns.append(images[c::len(strengths)])
-            col_labels.append(f"{Path(path).stem[:12]} {x:g}" if len(paths) > 1 else f"{x:g}")
+            col_labels.append(f"{Path(path).stem} {x:g}" if len(paths) > 1 else f"{x:g}")
     cell = max(GRID_CELL, columns[0][0].width)
     cells = [columns[c][r].resize((cell, cell), Image.Resampling.NEAREST)
              for r in range(len(rows)) for c in range(len(columns))]
-    row_labels = [f"{_short(p, ROW_LABEL_CHARS)} #{s}" for p, s in rows]
+    row_labels = [f"{p} #{s}" for p, s in rows]  # whole: image_grid wraps them to fit
     return image_grid(cells, len(rows), len(columns), row_labels, col_labels)
