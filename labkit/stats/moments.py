@@ -110,10 +110,27 @@ def chunks(t: torch.Tensor, size: int | None = None) -> Iterator[torch.Tensor]:
     return work_chunks(t.reshape(-1).split(size or CHUNK))
 
 
+def _reused_chunks(parts: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """work_chunks, converted into one reused buffer (each chunk valid until the next): a fresh
+    tensor per chunk costs page faults that take as long as the conversion itself."""
+    out: torch.Tensor | None = None
+    for part in parts:
+        dtype = _work_dtype(part)
+        if dtype is None:
+            return
+        flat = part.reshape(-1)
+        if flat.dtype == dtype:
+            yield flat
+            continue
+        if out is None or out.dtype != dtype or out.numel() < flat.numel():
+            out = torch.empty(flat.numel(), dtype=dtype)
+        yield out[: flat.numel()].copy_(flat)
+
+
 def describe_parts(parts: Iterable[torch.Tensor]) -> dict[str, float]:
     """The statistics of the values of consecutive parts of one tensor (see `describe`)."""
     moments = Moments()
-    for chunk in work_chunks(parts):
+    for chunk in _reused_chunks(parts):
         moments.add(chunk)
     return moments.result()
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labkit.stats import moments as tensor_math
-from labkit.stats.moments import describe, difference
+from labkit.stats.moments import describe, describe_parts, difference
 
 NAN, INF = float("nan"), float("inf")
 
@@ -95,3 +95,14 @@ def test_integer_ids_equal_their_float_copy_and_nan_in_the_same_place_is_equal()
     assert difference(ids, ids.float())["status"] == "equal"
     assert difference(torch.tensor([1.0, NAN]), torch.tensor([1.0, NAN]))["status"] == "equal"
     assert difference(torch.tensor([1.0, NAN]), torch.tensor([1.0, 2.0]))["status"] == "different"
+
+
+def test_parts_converted_in_one_reused_buffer_give_exactly_the_numbers_of_fresh_copies():
+    values = torch.randn(1000, generator=torch.Generator().manual_seed(2)).half()
+    values[5], values[700] = NAN, 0.0
+    parts = [values[:10], values[10:400], values[400:401], values[401:]]  # the buffer grows
+    fresh = tensor_math.Moments()
+    for part in parts:
+        fresh.add(part.float())
+    assert describe_parts(parts) == pytest.approx(fresh.result(), rel=0, abs=0, nan_ok=True)
+    assert describe_parts(parts)["nan_count"] == 1
