@@ -29,7 +29,7 @@ from labkit.identify.blocks import (
 )
 from labkit.stats.canonical import canonical_names, canonical_tensor, layout_of
 from labkit.stats.moments import CHUNK, describe_parts, difference, one_thread
-from labkit.stats.stream import file_figures
+from labkit.stats.stream import file_parts
 from labkit.tensors import dtype_name
 
 if TYPE_CHECKING:
@@ -104,14 +104,15 @@ def tensor_stats(model: ModelFile | str | os.PathLike, pattern: str | None = Non
                               ) from None
         names = [n for n in names if rx.search(n)]
     labels = dict(zip(model.table, block_labels(model.table), strict=True))
-    if model.format == "safetensors":  # read in chunks, several tensors at once
-        items = file_figures(model.path, names, describe_parts)
+    if model.format == "safetensors":
+        parts = file_parts(model.path, names)
     else:
-        items = ((n, describe_parts(t.reshape(-1).split(CHUNK)))
-                 for n, t in model.iter_tensors(names))
+        parts = ((n, t.reshape(-1).split(CHUNK)) for n, t in model.iter_tensors(names))
     rows = []
-    for name, figures in stream(model, names, progress, "tensor stats", items):
+    for name, chunks in stream(model, names, progress, "tensor stats", parts):
         info = model.table[name]
+        with reading(model.path, f"tensor {name!r}"):
+            figures = describe_parts(chunks)
         rows.append({"name": name, "component": component_of(name), "block": labels[name],
                      "lora_part": lora_part(name), "dtype": info.dtype, "shape": tuple(info.shape),
                      "numel": info.numel, "bytes": info.nbytes, **figures})
