@@ -2,7 +2,12 @@
 
 import pytest
 
-from labkit.identify.adapter_styles import canonical_key, canonical_table, looks_like_adapter, writer_styles
+from labkit.identify.adapter_styles import (
+    canonical_key,
+    canonical_table,
+    looks_like_adapter,
+    writer_styles,
+)
 from labkit.tensors import TensorInfo
 
 UNET_ATTN = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
