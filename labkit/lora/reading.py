@@ -124,8 +124,8 @@ def _targets_for(model: Any, base: str, table: Mapping[str, TensorInfo]) -> K.Ta
         hits = [(m, t) for m in modules if (t := targets.lookup(m.prefix)) is not None]
         return sum(fits(delta_shape(m, table), t.shape) for m, t in hits), len(hits)
 
-    best = max(candidates, key=score)
-    return best if len(candidates) == 1 or score(best)[1] else K.Targets(NO_FAMILY, {})
+    (_, names), best = max(((score(t), t) for t in candidates), key=lambda pair: pair[0])
+    return best if len(candidates) == 1 or names else K.Targets(NO_FAMILY, {})
 
 
 def match(table: Mapping[str, TensorInfo], targets: K.Targets, kind: str = "lora", base: str = "",

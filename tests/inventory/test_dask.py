@@ -1,9 +1,8 @@
+import distributed  # the dask extra (in dev): pip install 'labkit[dask]'
 import pytest
 
 from labkit.errors import LabkitError
 from labkit.inventory import catalog
-
-distributed = pytest.importorskip("distributed", reason="the dask extra: pip install 'labkit[dask]'")
 
 SAME = ["path", "kind", "base"]
 
