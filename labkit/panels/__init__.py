@@ -13,6 +13,8 @@ _PANELS = {
     "lora_panel": "labkit.panels.lora",
     "embeddings_panel": "labkit.panels.embeddings",
     "families_panel": "labkit.panels.families",
+    "surgery_panel": "labkit.panels.surgery",
+    "catalog_panel": "labkit.panels.catalog",
 }
 
 

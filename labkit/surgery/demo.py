@@ -1,0 +1,44 @@
+"""What the surgery lesson needs from the demo world: a second model of the demo family (the
+demo checkpoint with its striped LoRA baked in), and a quick picture of a surgery's result."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+VARIANT_NAME = "demo_sd1_striped.safetensors"
+PREVIEW_PROMPT = "a red circle on a white background, striped"
+
+
+def striped_variant(folder: str | os.PathLike, strength: float = 1.0) -> Path:
+    """The demo SD1 checkpoint with the demo striped LoRA baked in at `strength`, written once
+    into `folder` (a second model of the demo family to merge with or extract from)."""
+    from labkit import zoo
+    from labkit.surgery.baking import bake
+
+    out = Path(folder) / (VARIANT_NAME if strength == 1.0 else
+                          f"demo_sd1_striped_{strength:g}.safetensors")
+    if not out.exists():
+        bake(zoo.path("demo_sd1_single"), zoo.path("demo_lora_striped"), out=out,
+             strength=strength, progress=False, hashes=False)
+    return out
+
+
+def preview(model: str | os.PathLike, lora: str | os.PathLike | None = None,
+            prompt: str = PREVIEW_PROMPT, seed: int = 1, steps: int = 8,
+            guidance: float = 5.0) -> Image.Image:
+    """One image from a checkpoint (with a LoRA at strength 1 when given), the same seed and
+    noise every call: few steps, so that a CPU makes it in a second on the demo model."""
+    from labkit.generate import pipelines
+    from labkit.generate.sampling import generate
+    from labkit.lora.sweeping import sweep
+    from labkit.quiet import quiet_libraries
+
+    with quiet_libraries():
+        pipe = pipelines.cached_pipeline(model, progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    if lora is not None:
+        return sweep(pipe, lora, [1.0], prompt, seed=seed, steps=steps, guidance=guidance)[0]
+    return generate(pipe, prompt, seed=seed, steps=steps, guidance=guidance, progress=False)[0]
