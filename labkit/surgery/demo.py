@@ -22,7 +22,7 @@ def striped_variant(folder: str | os.PathLike, strength: float = 1.0) -> Path:
                           f"demo_sd1_striped_{strength:g}.safetensors")
     if not out.exists():
         bake(zoo.path("demo_sd1_single"), zoo.path("demo_lora_striped"), out=out,
-             strength=strength, progress=False, hashes=False)
+             strength=strength, progress=False)
     return out
 
 
