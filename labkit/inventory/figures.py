@@ -3,7 +3,7 @@ and as a stacked bar figure (a matplotlib Figure)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -51,15 +51,17 @@ def counts(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(_labels(frame["base"]).rename("base"), _labels(frame["kind"]).rename("kind"))
 
 
-def counts_figure(frame: pd.DataFrame, title: str = "") -> Figure:
-    """Model files per base, stacked by kind (one colour per kind)."""
+def counts_figure(frame: pd.DataFrame, title: str = "", kinds: Sequence[str] = ()) -> Figure:
+    """Model files per base, stacked by kind; `kinds` (e.g. the whole catalog's) fixes each
+    kind's colour, so that a filtered figure keeps the colours of the whole one."""
     from labkit.stats.figures import _figure
 
     table = counts(frame)
     table = table.loc[table.sum(axis=1).sort_values().index]
     fig, (ax,) = _figure(7.0, 0.4 * len(table) + 1.6)
     left = pd.Series(0, index=table.index)
-    colours = dict(zip(table.columns, _palette(len(table.columns)), strict=True))
+    order = [*kinds, *(k for k in table.columns if k not in kinds)]
+    colours = dict(zip(order, _palette(len(order)), strict=True))
     for kind in table.columns:
         ax.barh(table.index, table[kind], left=left, color=colours[kind], label=kind)
         left += table[kind]

@@ -29,7 +29,8 @@ class CatalogPanel:
         self.folder = widgets.Text(value=folder or default_folder(), description="Folder",
                                    placeholder="a folder of model files",
                                    layout=widgets.Layout(width="70%"))
-        self.hashes = widgets.Checkbox(value=hashes, description="Hashes (reads every byte)")
+        self.hashes = widgets.Checkbox(value=hashes, description="Hashes (reads every byte)",
+                                       indent=False)
         self.go = widgets.Button(description="Catalog", icon="list", button_style="primary")
         self.kinds = widgets.SelectMultiple(description="Kinds", rows=6)
         self.bases = widgets.SelectMultiple(description="Bases", rows=6)
@@ -87,7 +88,7 @@ class CatalogPanel:
             return
         self.table.value = (f"<b>{len(rows)} of {len(self.frame)} rows</b>"
                             + table_html(F.shown_table(rows), SHOWN_ROWS))
-        show_png(self.figure, to_png(F.counts_figure(rows)))
+        show_png(self.figure, to_png(F.counts_figure(rows, kinds=self.kinds.options)))
 
 
 def catalog_panel(folder: str | None = None, hashes: bool = False) -> widgets.Widget:

@@ -24,7 +24,7 @@ from labkit.panels.common import (
 )
 
 OPERATIONS = ("merge", "bake", "extract", "resize")
-VARIANT = "(demo_sd1 + striped LoRA, baked)"  # model B's default: made on first use
+VARIANT = "demo_sd1 + striped, baked"  # model B's default: made on first use
 ADAPTER_KINDS = ("lora", "loha", "lokr")
 FIXED = "fixed rank"
 DYNAMIC = (FIXED, "sv_ratio", "sv_fro", "sv_cumulative")
@@ -77,8 +77,8 @@ class SurgeryPanel:
         self.widget = widgets.VBox([
             widgets.HTML("<h3>Model surgery</h3>"), self.operation,
             *(w for ws in self.groups.values() for w in ws),
-            widgets.HBox([self.run, self.pictures]), self.status, self.error, self.report,
-            self.figure, self.images, self.out])
+            widgets.HBox([self.run, self.pictures]), self.out, self.status, self.error,
+            self.report, self.figure, self.images])
         self.widget.add_class("labkit-surgery")
         for control in (self.operation, self.mode):
             control.observe(lambda _: self._layout(), names="value")
@@ -126,6 +126,7 @@ class SurgeryPanel:
 
         for part in (self.report, self.status):
             part.value = ""
+        self.out.clear_output()
         show_png(self.figure, b"")
         show_png(self.images, b"")
         op, a, started = self.operation.value, self.a.resolve(), time.perf_counter()

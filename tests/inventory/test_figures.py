@@ -53,3 +53,14 @@ def test_counts_and_their_figure(frame):
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(table.columns)
     widths = [p.get_width() for p in ax.patches]
     assert sum(widths) == 5
+
+
+def test_a_kind_keeps_its_colour_in_a_filtered_figure(frame):
+    kinds = F.choices(frame, "kind")
+    whole = F.counts_figure(frame, kinds=kinds).axes[0].get_legend()
+    part = F.counts_figure(F.filtered(frame, ["checkpoint"]), kinds=kinds).axes[0].get_legend()
+    colour = {t.get_text(): h.get_facecolor() for t, h in zip(whole.get_texts(),
+                                                              whole.legend_handles, strict=True)}
+    (text,), (handle,) = part.get_texts(), part.legend_handles
+    assert text.get_text() == "checkpoint" and handle.get_facecolor() == colour["checkpoint"]
+    assert colour["checkpoint"] != colour["lora"]

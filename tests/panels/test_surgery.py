@@ -72,7 +72,7 @@ def test_merge_with_the_baked_variant_shows_report_and_block_alphas(panel):
     assert report["operation"] == "merge" and report["parameters"]["blocks"] == "OUT*=1"
 
 
-def test_bake_extract_and_resize_each_write_a_new_file(panel):
+def test_bake_extract_and_resize_each_write_a_new_file(panel, output_dir):
     seen = {}
     for op, table_text in (("bake", "median change"), ("extract", "energy_kept"),
                            ("resize", "energy_kept")):
@@ -82,6 +82,7 @@ def test_bake_extract_and_resize_each_write_a_new_file(panel):
         assert table_text in panel.report.value, op
         assert bytes(panel.figure.value).startswith(PNG)
         seen[op] = bytes(panel.figure.value)
+        (output_dir / f"surgery_panel_{op}_figure.png").write_bytes(seen[op])
     assert len(set(seen.values())) == 3
     assert len(list(panel.folder.glob("*_*.safetensors"))) >= 4
 
@@ -116,11 +117,12 @@ def test_errors_go_to_the_red_box(panel, tmp_path):
     panel.lora.path.value = ""
 
 
-def test_pictures_show_the_sources_and_the_result_at_their_size():
+def test_pictures_show_the_sources_and_the_result_at_their_size(output_dir):
     panel = SurgeryPanel(operation="bake")
     panel.run.click()
     assert panel.error.value == "", panel.error.value
     png = bytes(panel.images.value)
+    (output_dir / "surgery_panel_bake_pictures.png").write_bytes(png)
     width, height = png_size(png)
     assert width == 2 * CELL_PX and height > CELL_PX  # two cells and a label band
     assert panel.images.layout.width == f"{width}px" and "Pictures" in panel.status.value
