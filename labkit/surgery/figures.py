@@ -29,7 +29,7 @@ def _side_legend(ax: Any, blocks: list[str]) -> None:
 
     sides = [s for s in SIDE_COLOURS if any(_side(b) == s for b in blocks)]
     ax.legend(handles=[Patch(color=SIDE_COLOURS[s], label=s) for s in sides], fontsize=7,
-              loc="lower right")
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _by_block(frame: pd.DataFrame, column: str, how: str) -> pd.Series:
@@ -85,7 +85,7 @@ def energy_figure(report: pd.DataFrame, title: str = "") -> Figure:
     """The energy each module keeps at its rank (share of |delta|_F^2), worst first, coloured
     by block side; at most MAX_BARS modules."""
     frame = report.sort_values("energy_kept").head(MAX_BARS)
-    labels = [f"{b}  " + ".".join(m.split(".")[-3:])[-34:]
+    labels = [f"{b}  " + ".".join(m.split(".")[-4:])[-36:]
               for m, b in zip(frame["module"], frame["block"], strict=True)]
     fig, (ax,) = _figure(7.0, 0.2 * len(frame) + 1.4)
     ax.barh(range(len(frame)), frame["energy_kept"].to_numpy(), color=_colours(list(frame["block"])))
