@@ -79,3 +79,13 @@ zoo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache test-output
+
+# The offline workshop kit (README, "Teaching a workshop"): dist/labkit-workshop/ with wheels for
+# each platform and Python, the notebooks, data/ and install/start scripts; its size at the end.
+# A slim kit: make workshop PLATFORMS=linux PYTHONS=3.11
+PLATFORMS ?= linux,macos,windows
+PYTHONS ?= 3.11,3.12
+WORKSHOP_DIR ?= dist/labkit-workshop
+.PHONY: workshop
+workshop: $(STAMP)
+	$(PY) workshop/build.py --platforms "$(PLATFORMS)" --pythons "$(PYTHONS)" --out "$(WORKSHOP_DIR)"

@@ -1,0 +1,216 @@
+"""Build the offline workshop kit: dist/labkit-workshop/ (issue 18).
+
+    python workshop/build.py [--platforms linux,macos,windows] [--pythons 3.11,3.12] [--out DIR]
+
+The kit holds wheels/ (the lab as a wheel and every wheel it needs, per platform and Python),
+the notebooks, data/, JupyterLab's offline settings, install/start scripts and a README.txt.
+Wheels come from pip's configured sources (`pip download`): on Linux the CPU torch pinned as in
+the Makefile (torch==2.13.0+cpu, on disk), on macOS and Windows the registry's torch (their
+registry builds are the CPU ones). A platform whose wheels cannot be had is reported in the
+summary, in the kit's PLATFORMS.txt, and by a non-zero exit status; the rest of the kit is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+# pip --platform tags each platform's wheels may carry (newest first).
+PLATFORM_TAGS = {
+    "linux": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+              "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64", "linux_x86_64"],
+    "macos": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64",
+              "macosx_11_0_arm64", "macosx_11_0_universal2", "macosx_10_9_universal2"],
+    "windows": ["win_amd64"],
+}
+LABELS = {"linux": "Linux x86_64", "macos": "macOS arm64", "windows": "Windows x86_64"}
+# torch per platform: Linux takes the CPU build on disk (the registry's Linux torch is the CUDA
+# build, gigabytes of it); macOS and Windows take the registry's newest torch the lab accepts.
+TORCH = {"linux": "torch==2.13.0+cpu", "macos": None, "windows": None}
+
+
+def log(msg: str) -> None:
+    print(f"workshop: {msg}", flush=True)
+
+
+def build_lab_wheel(tmp: Path) -> Path:
+    """The lab as a wheel, with data/ inside it (as <wheel>.data/purelib/data).
+
+    labkit finds its demo world and key layouts at `<folder holding labkit>/data` (a checkout's
+    root); installed from a wheel that folder is site-packages, so the wheel carries data/ there.
+    """
+    out = tmp / "lab"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "-w", str(out), str(ROOT)], check=True)
+    (wheel,) = out.glob("labkit-*.whl")
+    dist = wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
+    patched = tmp / wheel.name
+    records: list[str] = []
+
+    def add(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+        z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data,
+                   compress_type=zipfile.ZIP_DEFLATED)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        records.append(f"{name},sha256={digest},{len(data)}")
+
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(patched, "w") as dst:
+        record_name = f"{dist}.dist-info/RECORD"
+        for info in src.infolist():
+            if info.filename != record_name:
+                add(dst, info.filename, src.read(info))
+        for f in sorted((ROOT / "data").rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                add(dst, f"{dist}.data/purelib/{f.relative_to(ROOT).as_posix()}", f.read_bytes())
+        records.append(f"{record_name},,")
+        dst.writestr(record_name, "\n".join(records) + "\n")
+    return patched
+
+
+def constraints_for(platform: str, tmp: Path) -> Path:
+    """constraints.txt with torch pinned for this platform (or left to the registry)."""
+    lines = [ln for ln in (ROOT / "constraints.txt").read_text().splitlines()
+             if not ln.strip().startswith("torch==")]
+    if TORCH[platform]:
+        lines.insert(0, TORCH[platform])
+    path = tmp / f"constraints-{platform}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def download(platform: str, python: str, lab_wheel: Path, wheels: Path, tmp: Path) -> tuple[bool, str]:
+    """pip download the lab's wheels for one platform and Python into wheels/."""
+    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(wheels),
+           "--python-version", python, "--implementation", "cp",
+           "--find-links", str(lab_wheel.parent), "-c", str(constraints_for(platform, tmp))]
+    for tag in PLATFORM_TAGS[platform]:
+        cmd += ["--platform", tag]
+    cmd.append(str(lab_wheel))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return True, ""
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
+    reason = " / ".join(err[:2]) or proc.stderr.strip()[-300:]
+    return False, reason
+
+
+def resolves(platform: str, python: str, lab_wheel: Path, wheels: Path) -> tuple[bool, str]:
+    """Does the lab resolve from the kit's wheels alone for this platform and Python?"""
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-index",
+           "--isolated", "--ignore-installed", "--find-links", str(wheels),
+           "--only-binary=:all:", "--python-version", python, "--target", str(wheels.parent / ".dry")]
+    for tag in PLATFORM_TAGS[platform]:
+        cmd += ["--platform", tag]
+    cmd.append(str(lab_wheel))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc.returncode == 0, proc.stderr.strip()[-300:]
+
+
+def wheel_matches(name: str, platform: str) -> bool:
+    tag = name[:-4].split("-")[-1]
+    return tag == "any" or any(t in tag for t in PLATFORM_TAGS[platform]) or (
+        platform == "macos" and "macosx" in tag and ("arm64" in tag or "universal2" in tag)) or (
+        platform == "linux" and "linux" in tag and "x86_64" in tag)
+
+
+def size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--platforms", default="linux,macos,windows")
+    ap.add_argument("--pythons", default="3.11,3.12")
+    ap.add_argument("--out", type=Path, default=ROOT / "dist" / "labkit-workshop")
+    ap.add_argument("--limit-gb", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    pythons = [v.strip() for v in args.pythons.split(",") if v.strip()]
+    unknown = [p for p in platforms if p not in PLATFORM_TAGS]
+    if unknown or not platforms or not pythons:
+        ap.error(f"platforms are {', '.join(PLATFORM_TAGS)}; got {args.platforms!r}")
+    start = time.time()
+    kit = args.out.resolve()
+    wheels = kit / "wheels"
+    if kit.exists():
+        # Keep downloaded wheels (a rebuild downloads nothing new); replace everything else.
+        for child in kit.iterdir():
+            if child != wheels:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    wheels.mkdir(parents=True, exist_ok=True)
+    for old in wheels.glob("labkit-*.whl"):
+        old.unlink()
+
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        log("building the lab's wheel (with data/)")
+        lab_wheel = build_lab_wheel(tmp)
+        results: list[tuple[str, str, bool, str]] = []
+        for platform in platforms:
+            for python in pythons:
+                t0 = time.time()
+                log(f"downloading wheels for {LABELS[platform]}, Python {python} ...")
+                ok, why = download(platform, python, lab_wheel, wheels, tmp)
+                if ok:
+                    ok, why = resolves(platform, python, lab_wheel, wheels)
+                    why = why and f"downloaded, but does not resolve from wheels/ alone: {why}"
+                results.append((platform, python, ok, why))
+                log(f"  {'ok' if ok else 'MISSING'} ({time.time() - t0:.0f} s){': ' + why if why else ''}")
+        shutil.copy2(lab_wheel, wheels / lab_wheel.name)
+    shutil.rmtree(kit / ".dry", ignore_errors=True)
+
+    shutil.copytree(ROOT / "notebooks", kit / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    shutil.copytree(ROOT / "data", kit / "data", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "jupyter", kit / "jupyter")
+    for f in (HERE / "kit").iterdir():
+        shutil.copy2(f, kit / f.name)
+    for script in kit.glob("*.sh"):
+        script.chmod(0o755)
+    status = ["platform          python  wheels"]
+    for platform, python, ok, why in results:
+        status.append(f"{LABELS[platform]:<17} {python:<7} {'ready' if ok else 'MISSING: ' + why}")
+    (kit / "PLATFORMS.txt").write_text("\n".join(status) + "\n")
+
+    # Sizes: the shared files, then each platform's own wheels (pure-Python wheels are shared).
+    names = [f for f in wheels.iterdir() if f.suffix == ".whl"]
+    shared = sum(f.stat().st_size for f in names if f.name.endswith("-any.whl"))
+    total = size(kit)
+    print()
+    print(f"Kit: {kit}")
+    print(f"  notebooks, data, scripts      {gb(total - size(wheels))}")
+    print(f"  wheels shared by all (py3-any) {gb(shared)}")
+    for platform in platforms:
+        own = sum(f.stat().st_size for f in names
+                  if not f.name.endswith("-any.whl") and wheel_matches(f.name, platform))
+        print(f"  wheels for {LABELS[platform]:<19} {gb(own)}")
+    print(f"  total                         {gb(total)} (limit {args.limit_gb:g} GB)")
+    print("\n".join("  " + s for s in status))
+    print(f"Built in {time.time() - start:.0f} s.")
+    rc = 0
+    if total > args.limit_gb * 1e9:
+        print(f"workshop: the kit is {gb(total)}, over the {args.limit_gb:g} GB limit", file=sys.stderr)
+        rc = 1
+    missing = [f"{LABELS[p]} / Python {v}" for p, v, ok, _ in results if not ok]
+    if missing:
+        print(f"workshop: the kit lacks wheels for: {'; '.join(missing)} (see PLATFORMS.txt); "
+              "laptops of those kinds cannot install from it", file=sys.stderr)
+        rc = rc or 3
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
