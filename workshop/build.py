@@ -4,7 +4,8 @@
 
 The kit holds wheels/ (the lab as a wheel and every wheel it needs, per platform and Python),
 the notebooks, data/, JupyterLab's offline settings, install/start scripts and a README.txt.
-Wheels come from pip's configured sources (`pip download`): on Linux the CPU torch pinned as in
+Wheels come from pip's configured sources (`pip download`, through workshop/pipfor.py so that
+environment markers are the target's, not this machine's): on Linux the CPU torch pinned as in
 the Makefile (torch==2.13.0+cpu, on disk), on macOS and Windows the registry's torch (their
 registry builds are the CPU ones). A platform whose wheels cannot be had is reported in the
 summary, in the kit's PLATFORMS.txt, and by a non-zero exit status; the rest of the kit is built.
@@ -23,16 +24,11 @@ import time
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipfor import PLATFORM_TAGS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-# pip --platform tags each platform's wheels may carry (newest first).
-PLATFORM_TAGS = {
-    "linux": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-              "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64", "linux_x86_64"],
-    "macos": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64",
-              "macosx_11_0_arm64", "macosx_11_0_universal2", "macosx_10_9_universal2"],
-    "windows": ["win_amd64"],
-}
 LABELS = {"linux": "Linux x86_64", "macos": "macOS arm64", "windows": "Windows x86_64"}
 # torch per platform: Linux takes the CPU build on disk (the registry's Linux torch is the CUDA
 # build, gigabytes of it); macOS and Windows take the registry's newest torch the lab accepts.
@@ -89,30 +85,35 @@ def constraints_for(platform: str, tmp: Path) -> Path:
 
 def download(platform: str, python: str, lab_wheel: Path, wheels: Path, tmp: Path) -> tuple[bool, str]:
     """pip download the lab's wheels for one platform and Python into wheels/."""
-    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(wheels),
-           "--python-version", python, "--implementation", "cp",
-           "--find-links", str(lab_wheel.parent), "-c", str(constraints_for(platform, tmp))]
-    for tag in PLATFORM_TAGS[platform]:
-        cmd += ["--platform", tag]
-    cmd.append(str(lab_wheel))
+    cmd = [sys.executable, str(HERE / "pipfor.py"), platform, python, "download",
+           "--dest", str(wheels), "--find-links", str(lab_wheel.parent),
+           "-c", str(constraints_for(platform, tmp)), str(lab_wheel)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode == 0:
         return True, ""
-    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
-    reason = " / ".join(err[:2]) or proc.stderr.strip()[-300:]
-    return False, reason
+    return False, pip_error(proc.stderr)
+
+
+def pip_error(stderr: str) -> str:
+    """pip's reason in a line: its first ERROR and what it says caused the conflict."""
+    lines = [ln.strip() for ln in stderr.splitlines()]
+    err = [ln for ln in lines if ln.startswith("ERROR")][:1]
+    if "The conflict is caused by:" in lines:
+        i = lines.index("The conflict is caused by:")
+        err += [ln for ln in lines[i + 1:i + 4] if ln]
+    if "some packages in these conflicts have no matching distributions available for your environment:" in " ".join(lines):
+        i = next(i for i, ln in enumerate(lines) if ln.endswith("for your environment:"))
+        err.append("no wheel of: " + ", ".join(ln for ln in lines[i + 1:i + 6] if ln and not ln.startswith("To fix")))
+    return " / ".join(err) or stderr.strip()[-300:]
 
 
 def resolves(platform: str, python: str, lab_wheel: Path, wheels: Path) -> tuple[bool, str]:
     """Does the lab resolve from the kit's wheels alone for this platform and Python?"""
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-index",
-           "--isolated", "--ignore-installed", "--find-links", str(wheels),
-           "--only-binary=:all:", "--python-version", python, "--target", str(wheels.parent / ".dry")]
-    for tag in PLATFORM_TAGS[platform]:
-        cmd += ["--platform", tag]
-    cmd.append(str(lab_wheel))
+    cmd = [sys.executable, str(HERE / "pipfor.py"), platform, python, "install", "--dry-run",
+           "--quiet", "--isolated", "--no-index", "--ignore-installed", "--find-links", str(wheels),
+           "--target", str(wheels.parent / ".dry"), str(lab_wheel)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    return proc.returncode == 0, proc.stderr.strip()[-300:]
+    return proc.returncode == 0, pip_error(proc.stderr) if proc.returncode else ""
 
 
 def wheel_matches(name: str, platform: str) -> bool:
