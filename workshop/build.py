@@ -88,10 +88,14 @@ def download(platform: str, python: str, lab_wheel: Path, wheels: Path, tmp: Pat
     cmd = [sys.executable, str(HERE / "pipfor.py"), platform, python, "download",
            "--dest", str(wheels), "--find-links", str(lab_wheel.parent),
            "-c", str(constraints_for(platform, tmp)), str(lab_wheel)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode == 0:
         return True, ""
-    return False, pip_error(proc.stderr)
+    why = pip_error(proc.stdout)
+    if TORCH[platform] and "torch" in why:
+        why += (f" (this platform takes {TORCH[platform]}, the CPU build: pip's find-links or"
+                f" indexes must hold one for Python {python})")
+    return False, why
 
 
 def pip_error(stderr: str) -> str:
@@ -100,10 +104,10 @@ def pip_error(stderr: str) -> str:
     err = [ln for ln in lines if ln.startswith("ERROR")][:1]
     if "The conflict is caused by:" in lines:
         i = lines.index("The conflict is caused by:")
-        err += [ln for ln in lines[i + 1:i + 4] if ln]
+        err += [ln for ln in lines[i + 1:i + 4] if ln][:2]
     if "some packages in these conflicts have no matching distributions available for your environment:" in " ".join(lines):
         i = next(i for i, ln in enumerate(lines) if ln.endswith("for your environment:"))
-        err.append("no wheel of: " + ", ".join(ln for ln in lines[i + 1:i + 6] if ln and not ln.startswith("To fix")))
+        err.append("no wheel of: " + ", ".join(ln for ln in lines[i + 1:i + 4] if ln and not ln.startswith(("To fix", "1."))))
     return " / ".join(err) or stderr.strip()[-300:]
 
 
@@ -112,8 +116,8 @@ def resolves(platform: str, python: str, lab_wheel: Path, wheels: Path) -> tuple
     cmd = [sys.executable, str(HERE / "pipfor.py"), platform, python, "install", "--dry-run",
            "--quiet", "--isolated", "--no-index", "--ignore-installed", "--find-links", str(wheels),
            "--target", str(wheels.parent / ".dry"), str(lab_wheel)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    return proc.returncode == 0, pip_error(proc.stderr) if proc.returncode else ""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc.returncode == 0, pip_error(proc.stdout) if proc.returncode else ""
 
 
 def wheel_matches(name: str, platform: str) -> bool:
