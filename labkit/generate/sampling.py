@@ -25,6 +25,11 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
               {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
 }
+# Schedulers that fail on the demo models, with the reason the generate panel shows beside their
+# name (zoo.evaluate.scheduler_scores measures every one; data/README.md has the figures).
+DEMO_CAVEATS: dict[str, str] = {
+    "pndm": "SD1.5's own; overshoots on the demo models above guidance 3",
+}
 PREVIEW_PX = 128  # longest side of a preview
 
 # Each pipeline's scheduler config as loaded: every swap starts from it, so one scheduler's
@@ -41,6 +46,12 @@ def set_scheduler(pipe: diffusers.DiffusionPipeline, name: str) -> None:
     base = _BASE_SCHEDULER.setdefault(pipe, pipe.scheduler.config)
     cls_name, settings = SCHEDULERS[name]
     pipe.scheduler = getattr(diffusers, cls_name).from_config(base, **settings)
+
+
+def scheduler_options() -> list[tuple[str, str]]:
+    """(label, name) pairs for a scheduler menu: each name, with its caveat on the demo models."""
+    return [(f"{name} ({DEMO_CAVEATS[name]})" if name in DEMO_CAVEATS else name, name)
+            for name in SCHEDULERS]
 
 
 def native_size(pipe: diffusers.DiffusionPipeline) -> tuple[int, int]:

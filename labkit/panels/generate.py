@@ -58,7 +58,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
     steps, guidance, scheduler, size; Generate shows the model's parts, a progress bar, the
     images and a strip of the denoising steps. `model` preselects a demo name or fills the path
     box."""
-    from labkit.generate.sampling import SCHEDULERS
+    from labkit.generate.sampling import scheduler_options
 
     picker = Picker("Model", [(n, n) for n in demo_names(CHECKPOINTS)], model, "model",
                     placeholder="a .safetensors / .ckpt or a folder")
@@ -74,7 +74,8 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
                           layout=widgets.Layout(width="3em"))
     steps = widgets.IntSlider(value=20, min=1, max=100, description="Steps")
     guidance = widgets.FloatSlider(value=7.5, min=0.0, max=20.0, step=0.5, description="Guidance")
-    scheduler = widgets.Dropdown(options=list(SCHEDULERS), value="euler", description="Scheduler")
+    scheduler = widgets.Dropdown(options=scheduler_options(), value="euler",
+                                 description="Scheduler")
     size = widgets.Dropdown(options=SIZES, value=0, description="Size")
     count = widgets.IntSlider(value=1, min=1, max=4, description="Images")
     button = widgets.Button(description="Generate", icon="paint-brush", button_style="primary")
@@ -97,7 +98,6 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
         status.value, parts.value = "<i>Loading the model (once per model)...</i>", ""
         pipe = pipelines.cached_pipeline(picker.resolve(), device=device,
                                          progress=False)
-        parts.value = parts_html(pipe)
         previews: list[Image.Image] = []
 
         def on_step(done: int, total: int) -> None:
@@ -115,6 +115,7 @@ def generate_panel(model: str | None = None, device: str = "auto") -> widgets.VB
             scheduler=scheduler.value, n_images=count.value,
             preview_every=max(1, steps.value // N_PREVIEWS),
             on_preview=on_preview, on_step=on_step, progress=False)
+        parts.value = parts_html(pipe)  # after the run: it names the scheduler just used
         w, h = result[0].size
         show(images, image_grid(result, 1, len(result),
                                 cell_px=MIN_CELL_PX if w < MIN_CELL_PX else None))

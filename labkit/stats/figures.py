@@ -142,7 +142,8 @@ def difference_figure(comparison: pd.DataFrame, title: str = "") -> Figure:
     if (rel > 0).any() and rel[rel > 0].max() / max(rel[rel > 0].min(), 1e-30) > 100:
         ax.set_yscale("log")
     ax.set_ylabel("||a - b|| / ||a||")
-    ax.set_title(title or "Difference by block (numbers: tensors changed)")
+    numbered = bool((blocks["changed"] > 0).any())
+    ax.set_title(title or "Difference by block" + (" (numbers: tensors changed)" if numbered else ""))
     ax.tick_params(axis="x", rotation=90, labelsize="small")
     if not len(blocks) or math.isclose(float(rel.sum()), 0.0):
         ax.text(0.5, 0.5, "no difference", transform=ax.transAxes, ha="center", va="center")

@@ -49,6 +49,10 @@ VAE_STYLES = {"plain": 0.4, "striped": 0.15, "outlined": 0.15, "twotone": 0.15, 
 # The base learns plain fills, plus checkerboards under the word "checkered" so that a textual
 # inversion has a concept the model can draw but no single token names (as with real SD).
 BASE_STYLES = {"plain": 0.85, "checker": 0.15}
+# The scheduler the diffusers folder ships, so that the plain quick-start draws the prompt: SD1.5's
+# own PNDM extrapolates the guided noise over four steps and overshoots on this tiny model at
+# guidance 7.5 (data/README.md has the figures per scheduler).
+FOLDER_SCHEDULER = "ddim"
 ADAPTER_FOLDER = {"lora": "lora", "loha": "lycoris", "lokr": "lycoris"}
 
 
@@ -125,7 +129,7 @@ def export_all(world: World, trained: list[TrainedAdapter], emb: TrainedEmbeddin
                workdir: Path, global_step: int) -> dict[str, Path]:
     """Write every form of the base and the adapters into `out`; manifest name -> path."""
     pipe = make_pipeline(world.tokenizers[0], world.encoders[0], world.vae, world.unet)
-    pipe.scheduler = make_scheduler("pndm")
+    pipe.scheduler = make_scheduler(FOLDER_SCHEDULER)
     paths = export_base(pipe, world.raw_unet, out, workdir, global_step, TOKENIZER)
     for t in trained:
         folder = out / ADAPTER_FOLDER[t.spec.method]

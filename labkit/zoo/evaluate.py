@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from labkit.zoo.metrics import STYLE_METRICS, colour_accuracy, shape_pixels, style_score
@@ -14,6 +15,8 @@ from labkit.zoo.recipe.dataset import SHAPES, STYLES, mixed_samples, to_tensor_b
 from labkit.zoo.sample import colour_prompts, generate, grid, load_pipeline
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+UNKNOWN_WORD = "zebra"  # a word no demo caption has: a prompt carrying it tests robustness
+QUICKSTART_GUIDANCE = 7.5  # diffusers' pipeline default, what the quick-start line uses
 
 
 @torch.no_grad()
@@ -39,6 +42,25 @@ def base_quality(pipe, n_seeds: int = 2, steps: int = 20) -> dict[str, float]:
              for b in range(a + 1, len(SHAPES))]
     return {"colour_accuracy": colour_accuracy(images, colours), "n_prompts": len(prompts),
             "min_shape_difference": float(np.min(diffs))}
+
+
+def scheduler_scores(pipe, schedulers: list[str], steps: tuple[int, ...] = (10, 20, 50),
+                     words: tuple[str, ...] = ("", UNKNOWN_WORD), n_seeds: int = 1,
+                     guidance: float = QUICKSTART_GUIDANCE) -> pd.DataFrame:
+    """Colour accuracy of every colour x shape prompt per scheduler (labkit's names), step count
+    and extra trailing word ("" for none): one row each."""
+    from labkit.generate.sampling import set_scheduler
+
+    rows = []
+    for name in schedulers:
+        set_scheduler(pipe, name)
+        for n in steps:
+            for word in words:
+                prompts, colours, seeds = colour_prompts(n_seeds, word or None)
+                images = generate(pipe, prompts, seeds, n, guidance)
+                rows.append({"scheduler": name, "steps": n, "extra_word": word or "-",
+                             "colour_accuracy": colour_accuracy(images, colours)})
+    return pd.DataFrame(rows)
 
 
 @contextmanager

@@ -25,18 +25,25 @@ LIGHTNING_VERSION = "1.4.2"
 ARCHITECTURE = "labkit-demo-sd1"
 
 
+def add_half_variants(pipe, folder: Path, components: tuple[str, ...]) -> None:
+    """Write an fp16 variant (`*.fp16.safetensors`) of each component beside its fp32 files, as
+    real SD repositories do: the plain files load as fp32 in every library, the variant on request."""
+    with tempfile.TemporaryDirectory(dir=folder.parent) as half_dir:
+        for name in components:
+            half = copy.deepcopy(getattr(pipe, name)).to(torch.float16)
+            half.save_pretrained(Path(half_dir) / name, variant="fp16")
+        for f in Path(half_dir).glob("*/*.fp16.safetensors"):
+            shutil.copy(f, folder / f.parent.name / f.name)
+
+
 def save_folder(pipe, dst: Path, tokenizer_files: Path) -> Path:
     """Save a pipeline as a diffusers folder: fp32 files, an fp16 variant beside them, the text
     encoder sharded with its index json, the tokenizer as vocab.json + merges.txt as SD1.5's."""
-    with convert.atomic_folder(dst) as tmp, tempfile.TemporaryDirectory(dir=dst.parent) as half_dir:
+    with convert.atomic_folder(dst) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        for name in HALF_COMPONENTS:
-            half = copy.deepcopy(getattr(pipe, name)).to(torch.float16)
-            half.save_pretrained(Path(half_dir) / name, variant="fp16")
+        add_half_variants(pipe, tmp, HALF_COMPONENTS)
         (tmp / "text_encoder" / "model.safetensors").unlink()
         pipe.text_encoder.save_pretrained(tmp / "text_encoder", max_shard_size=SHARD_SIZE)
-        for f in Path(half_dir).glob("*/*.fp16.safetensors"):
-            shutil.copy(f, tmp / f.parent.name / f.name)
         shutil.rmtree(tmp / "tokenizer")
         shutil.copytree(tokenizer_files, tmp / "tokenizer",
                         ignore=shutil.ignore_patterns("LICENSE*"))

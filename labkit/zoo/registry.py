@@ -34,7 +34,7 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
     "demo_ti_checker_diffusers": ("safetensors", "textual_inversion",
                                   "the same vector as {'<checker>': tensor} (diffusers form)"),
     "demo_sdxl": ("diffusers", "checkpoint",
-                  "StableDiffusionXLPipeline.save_pretrained in fp16: EMA UNet with text_time "
+                  "StableDiffusionXLPipeline.save_pretrained: fp32 files plus an fp16 variant, EMA UNet with text_time "
                   "conditioning, CLIPTextModel + CLIPTextModelWithProjection, tokenizer_2 pads "
                   "with '!'"),
     "demo_sdxl_single": ("safetensors", "checkpoint",

@@ -124,3 +124,26 @@ def test_prompt_2_feeds_sdxl_s_second_encoder_and_sd1_says_it_has_one():
     p["picker"].value = "demo_sd1"
     p["generate"].click()
     assert "labkit-error" in p["error"].value and "one text encoder" in p["error"].value
+
+
+def test_the_parts_table_names_the_scheduler_of_the_run_it_sits_under():
+    panel = generate_panel(model="demo_sd1")
+    p = _parts(panel)
+    scheduler = _find(panel, widgets.Dropdown, "Scheduler")[0]
+    parts = next(w for w in _walk(panel) if "labkit-generate-parts" in w._dom_classes)
+    p["steps"].value = 2
+    for name, cls in [("ddim", "DDIMScheduler"), ("euler", "EulerDiscreteScheduler")]:
+        scheduler.value = name
+        p["generate"].click()
+        assert p["error"].value == ""
+        assert cls in parts.value
+
+
+def test_the_scheduler_menu_labels_the_ones_that_fail_on_the_demos():
+    from labkit.generate.sampling import DEMO_CAVEATS, SCHEDULERS
+
+    menu = _find(generate_panel(), widgets.Dropdown, "Scheduler")[0]
+    assert [value for _, value in menu.options] == list(SCHEDULERS)
+    labels = dict((value, label) for label, value in menu.options)
+    assert DEMO_CAVEATS and all(DEMO_CAVEATS[n] in labels[n] for n in DEMO_CAVEATS)
+    assert labels["euler"] == "euler"

@@ -74,3 +74,13 @@ def test_difference_figure_has_the_relative_difference_per_block():
     ax = stats_plots.difference_figure(comparison).axes[0]
     assert [p.get_height() for p in ax.patches] == pytest.approx([0.5, 0.0])
     assert [t.get_text() for t in ax.texts] == ["1"]
+
+
+def test_difference_figure_promises_numbers_only_when_it_draws_some():
+    close = pd.DataFrame({
+        "name": ["unet/down_blocks.0.attentions.0.proj_in.weight"], "block": ["IN01"],
+        "status": ["close"], "l2_a": [2.0], "l2_diff": [1e-4]})
+    ax = stats_plots.difference_figure(close).axes[0]
+    assert len(ax.texts) == 0 and "numbers" not in ax.get_title()
+    changed = close.assign(status="different")
+    assert "numbers" in stats_plots.difference_figure(changed).axes[0].get_title()

@@ -50,7 +50,7 @@ UNET: dict[str, Any] = {
     "norm_num_groups": 8,
 }
 
-# SD1's noise schedule; the pipeline ships SD1.5's PNDM scheduler config with it.
+# SD1's noise schedule, with the settings SD1.5's scheduler configs give DDIM and PNDM.
 SCHEDULE: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -111,7 +111,7 @@ def make_unet(cfg: dict[str, Any], seed: int):
 
 
 def make_scheduler(kind: str = "ddpm"):
-    """A scheduler with SD1's schedule: "ddpm" (training), "ddim" or "pndm" (SD1.5's own)."""
+    """A scheduler with SD1's schedule: "ddpm" (training), "ddim" (the demo folder's) or "pndm" (SD1.5's own)."""
     from diffusers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 
     classes = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}

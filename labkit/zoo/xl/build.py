@@ -17,6 +17,7 @@ from labkit.convert import forms as convert
 from labkit.zoo import TOKENIZER
 from labkit.zoo.card import xl_model_card
 from labkit.zoo.evaluate import STRENGTHS, base_quality
+from labkit.zoo.export import add_half_variants
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
 from labkit.zoo.recipe.adapters import (
@@ -38,6 +39,7 @@ from labkit.zoo.xl.world import PAD_2, World, XLRecipe, make_xl_pipeline, train_
 # Dose-aware, as the SD1-style LoRA: each step trains at one strength on stripes of that contrast.
 XL_LORA = AdapterSpec("lora_xl", "lora", "striped", tuple(UNET_TRANSFORMER), tuple(TE_ATTENTION),
                       alpha=4, doses=STRENGTHS[1:])
+XL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 NAMES = {"folder": "demo_sdxl", "single": "demo_sdxl_single", "lora": "demo_lora_striped_xl",
          "ti": "demo_ti_checker_xl"}
 
@@ -52,17 +54,13 @@ def _write_tokenizer(dst: Path, pad_token: str) -> None:
 
 
 def save_xl_folder(pipe, dst: Path) -> Path:
-    """The pipeline as a diffusers folder saved in fp16 (as many SDXL repos are), the tokenizers as
+    """The pipeline as a diffusers folder as SDXL's own repository has it: fp32 files (so that
+    every component loads in one dtype with no `dtype` argument: transformers keeps a text
+    encoder's saved dtype, diffusers loads fp32) and an fp16 variant beside them; the tokenizers as
     vocab.json + merges.txt, the second padding with "!"."""
-    half = {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "text_encoder_2")}
     with convert.atomic_folder(dst) as tmp:
-        for module in half.values():
-            module.to(torch.float16)
-        try:
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        finally:
-            for module in half.values():
-                module.to(torch.float32)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        add_half_variants(pipe, tmp, XL_COMPONENTS)
         _write_tokenizer(tmp / "tokenizer", SPECIAL_TOKENS_MAP["pad_token"])
         _write_tokenizer(tmp / "tokenizer_2", PAD_2)
     return dst
