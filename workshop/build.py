@@ -150,14 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     kit = args.out.resolve()
     wheels = kit / "wheels"
+    if kit.exists() and any(kit.iterdir()) and not (kit / "PLATFORMS.txt").exists():
+        ap.error(f"{kit} exists and is not a workshop kit; give --out a new or a kit's folder")
     if kit.exists():
-        # Keep downloaded wheels (a rebuild downloads nothing new); replace everything else.
-        for child in kit.iterdir():
-            if child != wheels:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    wheels.mkdir(parents=True, exist_ok=True)
-    for old in wheels.glob("labkit-*.whl"):
-        old.unlink()
+        # A fresh kit each time: no wheels of another platform set or older versions linger
+        # (pip's cache makes the downloads of a rebuild quick).
+        shutil.rmtree(kit)
+    wheels.mkdir(parents=True)
 
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
