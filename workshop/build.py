@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     kit = args.out.resolve()
     wheels = kit / "wheels"
-    if kit.exists() and any(kit.iterdir()) and not (kit / "PLATFORMS.txt").exists():
+    if kit.exists() and any(kit.iterdir()) and not (kit / "wheels").is_dir():
         ap.error(f"{kit} exists and is not a workshop kit; give --out a new or a kit's folder")
     if kit.exists():
         # A fresh kit each time: no wheels of another platform set or older versions linger
