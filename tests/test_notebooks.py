@@ -8,6 +8,7 @@ again after each: it must say "Not quite", then that the answer is right.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,22 @@ EXERCISES = {
 }
 
 
+# What diffusers, transformers and Python's warnings module print: a learner sees a pink box.
+LIBRARY_WARNING = re.compile(r"\[(transformers|diffusers)\]|\w+Warning:|^WARNING", re.M)
+
+
+def save_figures(nb, prefix: Path) -> list[Path]:
+    """Every PNG a notebook's cells show, saved as PREFIX_cellN[_k].png for a person to look at."""
+    saved = []
+    for i, cell in enumerate(nb.cells):
+        pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        for k, data in enumerate(pngs):
+            dst = prefix.with_name(f"{prefix.name}_cell{i}{f'_{k}' if k else ''}.png")
+            dst.write_bytes(base64.b64decode(data))
+            saved.append(dst)
+    return saved
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no numbered notebooks"
 
@@ -104,7 +121,7 @@ def test_no_exercise_ships_answered(path: Path):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path):
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, output_dir: Path):
     nb = nbformat.read(path, as_version=4)
     exercise = EXERCISES.get(path.stem)
     if exercise is not None:
@@ -126,6 +143,10 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.get("output_type") == "error"]
     assert not errors
+    save_figures(nb, output_dir / f"notebook_{path.stem}")
+    warned = [(i, o["text"][:200]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.outputs if o.get("name") == "stderr" and LIBRARY_WARNING.search(o["text"])]
+    assert not warned, f"{path.name}: library warnings in the output: {warned}"
     if exercise is not None:
         shipped, wrong, right = (printed(nb.cells[i]) for i in (check, -3, -1))
         assert UNANSWERED in shipped, f"the check as shipped says {shipped!r}"

@@ -22,6 +22,7 @@ from labkit.errors import IncompatibleModelError, LabkitError
 from labkit.identify.embedding_forms import ti_parts
 from labkit.identify.fit import check_family
 from labkit.identify.rules import BASE_NAMES
+from labkit.quiet import quiet_libraries
 
 # A pipeline's text encoders, in order, with the tokenizer that feeds each.
 ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
@@ -194,9 +195,10 @@ def load_textual_inversion(pipe: Any, path: str | Path | TextualInversion,
         encoder = getattr(pipe, enc)
         vectors = ti.vectors[enc].to(device=encoder.device, dtype=encoder.dtype)
         try:
-            pipe.load_textual_inversion({word: vectors}, token=word,
-                                        tokenizer=getattr(pipe, tok_name),
-                                        text_encoder=encoder)
+            with quiet_libraries():  # no notice on how a new row is initialised: it is given
+                pipe.load_textual_inversion({word: vectors}, token=word,
+                                            tokenizer=getattr(pipe, tok_name),
+                                            text_encoder=encoder)
         except ValueError as e:
             raise IncompatibleModelError(f"diffusers could not load it: {e}", ti.path) from None
     return word

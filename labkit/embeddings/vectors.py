@@ -25,6 +25,7 @@ from labkit.embeddings.textual_inversion import (
     unload_textual_inversion,
 )
 from labkit.errors import LabkitError
+from labkit.quiet import quiet_libraries
 
 __all__ = [
     "PromptVectors", "TextualInversion", "cosine_matrix", "load_textual_inversion",
@@ -61,13 +62,19 @@ def _kinds(ids: list[int], mask: list[int], tokenizer: Any) -> list[str]:
     return kinds
 
 
+def _texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    # no clean-up: it is meant for WordPiece and strips spaces in BPE (transformers warns so)
+    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+
+
 def token_table(tokenizer: Any, text_encoder: Any, text: str) -> pd.DataFrame:
     """How a prompt is tokenised: one row per position of the 77-token window (position, id,
     token, text, kind BOS/word/TI/EOS/padding, norm of its input vector, in_window), then one
     row per token cut off by the window (kind "truncated")."""
     window = tokenizer(text, padding="max_length", max_length=WINDOW, truncation=True)
     ids, mask = list(window.input_ids), list(window.attention_mask)
-    words = tokenizer(text, add_special_tokens=False).input_ids
+    with quiet_libraries():  # the whole prompt, past the window on purpose: no length warning
+        words = tokenizer(text, add_special_tokens=False).input_ids
     cut = words[WINDOW - 2:]
     kinds = _kinds(ids, mask, tokenizer) + ["truncated"] * len(cut)
     all_ids = ids + cut
@@ -77,7 +84,7 @@ def token_table(tokenizer: Any, text_encoder: Any, text: str) -> pd.DataFrame:
         "position": range(len(all_ids)),
         "id": all_ids,
         "token": tokenizer.convert_ids_to_tokens(all_ids),
-        "text": [tokenizer.decode([i]) for i in all_ids],
+        "text": _texts(tokenizer, all_ids),
         "kind": kinds,
         "norm": norms.numpy().round(4),
         "in_window": [p < WINDOW for p in range(len(all_ids))],
@@ -142,7 +149,7 @@ def nearest_tokens(query: torch.Tensor | str | int, text_encoder: Any, tokenizer
     return pd.DataFrame({
         "rank": range(1, len(ids) + 1), "id": ids,
         "token": tokenizer.convert_ids_to_tokens(ids),
-        "text": [tokenizer.decode([i]) for i in ids],
+        "text": _texts(tokenizer, ids),
         "cosine": top.values.cpu().numpy().round(4),
         "norm": norms.cpu().numpy().round(4),
     })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,21 @@ def scheduler_scores(pipe, schedulers: list[str], steps: tuple[int, ...] = (10, 
                 rows.append({"scheduler": name, "steps": n, "extra_word": word or "-",
                              "colour_accuracy": colour_accuracy(images, colours)})
     return pd.DataFrame(rows)
+
+
+def quickstart_scores(folder: Path) -> list[dict]:
+    """scheduler_scores of a demo folder loaded as the diffusers quick-start does (no dtype, its
+    own scheduler first, then every one the generate panel offers), as card rows."""
+    import diffusers
+
+    from labkit.generate.sampling import SCHEDULERS
+
+    cls_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    pipe = getattr(diffusers, cls_name).from_pretrained(str(folder), **(
+        {"safety_checker": None} if cls_name == "StableDiffusionPipeline" else {}))
+    own = next(n for n, (c, _) in SCHEDULERS.items() if c == type(pipe.scheduler).__name__)
+    names = [own, *(n for n in SCHEDULERS if n != own)]
+    return scheduler_scores(pipe, names).to_dict("records")
 
 
 @contextmanager
@@ -164,6 +180,7 @@ def measure(world, trained: list, paths: dict[str, Path], png: Path, steps: int 
 
     pipe = load_pipeline(paths["demo_sd1"])
     figures: dict = {"base": base_quality(pipe, steps=steps)}
+    figures["quickstart"] = quickstart_scores(paths["demo_sd1"])
     figures["vae_round_trip"] = {st: vae_ceiling(world.vae, st) for st in ["plain", *STYLE_METRICS]
                                  if st != "plain"}
     figures["lora_curve"] = lora_curve(pipe, paths["demo_lora_striped_peft"], "striped", "striped",

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from labkit.convert import forms as convert
 from labkit.zoo import TOKENIZER
 from labkit.zoo.card import xl_model_card
-from labkit.zoo.evaluate import STRENGTHS, base_quality
+from labkit.zoo.evaluate import STRENGTHS, base_quality, quickstart_scores
 from labkit.zoo.export import add_half_variants
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
@@ -124,7 +124,8 @@ def measure_xl(paths: dict[str, Path], png: Path, steps: int = 20) -> dict:
     from PIL import Image
 
     pipe = load_xl_pipeline(paths[NAMES["folder"]])
-    figures: dict = {"base": base_quality(pipe, steps=steps)}
+    figures: dict = {"base": base_quality(pipe, steps=steps),
+                     "quickstart": quickstart_scores(paths[NAMES["folder"]])}
     prompts, colours, seeds = colour_prompts(1)
     striped = [f"{p}, striped" for p in prompts]
     ti = [f"{p}, {TI_TOKEN}" for p in prompts]
