@@ -34,7 +34,8 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
     "demo_ti_checker_diffusers": ("safetensors", "textual_inversion",
                                   "the same vector as {'<checker>': tensor} (diffusers form)"),
     "demo_sdxl": ("diffusers", "checkpoint",
-                  "StableDiffusionXLPipeline.save_pretrained: fp32 files plus an fp16 variant, EMA UNet with text_time "
+                  "StableDiffusionXLPipeline.save_pretrained in fp16 (text encoder configs float32, so all "
+                  "parts load in fp32 together): EMA UNet with text_time "
                   "conditioning, CLIPTextModel + CLIPTextModelWithProjection, tokenizer_2 pads "
                   "with '!'"),
     "demo_sdxl_single": ("safetensors", "checkpoint",

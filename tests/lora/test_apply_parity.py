@@ -30,7 +30,7 @@ from tests.fixtures.lora_samples import single_thread
 
 one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
 
-PROMPT, SEED, STEPS, SIDE = "a red circle on a white background, striped", 1, 4, 64
+PROMPT, SEED, STEPS, SIDE = "a red circle on a white background, striped", 1, 8, 64
 MEAN_TOLERANCE = 2  # of 255
 # (key style, whole LoRA or its attention projections): the attention-processor era patched
 # attention projections only.

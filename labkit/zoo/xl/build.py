@@ -17,7 +17,6 @@ from labkit.convert import forms as convert
 from labkit.zoo import TOKENIZER
 from labkit.zoo.card import xl_model_card
 from labkit.zoo.evaluate import STRENGTHS, base_quality, quickstart_scores
-from labkit.zoo.export import add_half_variants
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
 from labkit.zoo.recipe.adapters import (
@@ -54,13 +53,24 @@ def _write_tokenizer(dst: Path, pad_token: str) -> None:
 
 
 def save_xl_folder(pipe, dst: Path) -> Path:
-    """The pipeline as a diffusers folder as SDXL's own repository has it: fp32 files (so that
-    every component loads in one dtype with no `dtype` argument: transformers keeps a text
-    encoder's saved dtype, diffusers loads fp32) and an fp16 variant beside them; the tokenizers as
-    vocab.json + merges.txt, the second padding with "!"."""
+    """The pipeline as a diffusers folder in fp16 (the lab's size budget), the text encoders'
+    configs saying float32: transformers loads a text encoder in its config's dtype and diffusers
+    loads fp32, so with no `dtype` argument every part runs in float32 together (fp16 configs made
+    the quick-start fail: "Half and Float"). The tokenizers as vocab.json + merges.txt, the second
+    padding with "!"."""
+    half = [getattr(pipe, name) for name in XL_COMPONENTS]
     with convert.atomic_folder(dst) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        add_half_variants(pipe, tmp, XL_COMPONENTS)
+        for module in half:
+            module.to(torch.float16)
+        try:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            for module in half:
+                module.to(torch.float32)
+        for encoder in ("text_encoder", "text_encoder_2"):
+            config = tmp / encoder / "config.json"
+            config.write_text(json.dumps({**json.loads(config.read_text()), "dtype": "float32"},
+                                         indent=2, sort_keys=True) + "\n")
         _write_tokenizer(tmp / "tokenizer", SPECIAL_TOKENS_MAP["pad_token"])
         _write_tokenizer(tmp / "tokenizer_2", PAD_2)
     return dst
