@@ -64,16 +64,24 @@ def scheduler_scores(pipe, schedulers: list[str], steps: tuple[int, ...] = (10, 
     return pd.DataFrame(rows)
 
 
-def quickstart_scores(folder: Path) -> list[dict]:
-    """scheduler_scores of a demo folder loaded as the diffusers quick-start does (no dtype, its
-    own scheduler first, then every one the generate panel offers), as card rows."""
+def quickstart_pipeline(folder: Path):
+    """A demo folder loaded as the diffusers quick-start does: its own pipeline class and
+    scheduler, no dtype argument (no safety checker, which the demos do not ship)."""
     import diffusers
-
-    from labkit.generate.sampling import SCHEDULERS
 
     cls_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
     pipe = getattr(diffusers, cls_name).from_pretrained(str(folder), **(
         {"safety_checker": None} if cls_name == "StableDiffusionPipeline" else {}))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def quickstart_scores(folder: Path) -> list[dict]:
+    """scheduler_scores of a demo folder's quickstart_pipeline (its own scheduler first, then
+    every one the generate panel offers), as card rows."""
+    from labkit.generate.sampling import SCHEDULERS
+
+    pipe = quickstart_pipeline(folder)
     own = next(n for n, (c, _) in SCHEDULERS.items() if c == type(pipe.scheduler).__name__)
     names = [own, *(n for n in SCHEDULERS if n != own)]
     return scheduler_scores(pipe, names).to_dict("records")

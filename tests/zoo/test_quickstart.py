@@ -7,7 +7,12 @@ import pytest
 
 from labkit import zoo
 from labkit.generate.sampling import DEMO_CAVEATS, SCHEDULERS
-from labkit.zoo.evaluate import QUICKSTART_GUIDANCE, UNKNOWN_WORD, scheduler_scores
+from labkit.zoo.evaluate import (
+    QUICKSTART_GUIDANCE,
+    UNKNOWN_WORD,
+    quickstart_pipeline,
+    scheduler_scores,
+)
 from labkit.zoo.metrics import colour_accuracy
 from labkit.zoo.sample import colour_prompts, generate
 from tests.fixtures.lora_samples import single_thread
@@ -19,12 +24,8 @@ DEMOS = {"demo_sd1": "StableDiffusionPipeline", "demo_sdxl": "StableDiffusionXLP
 
 @pytest.fixture(scope="module", params=list(DEMOS))
 def quickstart(request):
-    import diffusers
-
-    cls = getattr(diffusers, DEMOS[request.param])
-    extra = {"safety_checker": None} if request.param == "demo_sd1" else {}
-    pipe = cls.from_pretrained(str(zoo.path(request.param)), **extra)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = quickstart_pipeline(zoo.path(request.param))
+    assert type(pipe).__name__ == DEMOS[request.param]
     return pipe
 
 
