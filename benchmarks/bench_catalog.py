@@ -24,7 +24,7 @@ from safetensors import safe_open
 import labkit.files.opener  # noqa: F401 - imported before timing, as the anchor's library is
 from labkit.inventory import catalog
 from labkit.inventory.facts import forget_identities
-from labkit.inventory.workers import default_jobs
+from labkit.processes import cores
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -93,7 +93,7 @@ def touch(paths: list[Path]) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    jobs = default_jobs()
+    jobs = cores()
     with tempfile.TemporaryDirectory() as tmp:
         shelf = Path(tmp) / "shelf"
         paths = make_shelf(shelf, n, own_metadata=False)

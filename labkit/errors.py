@@ -16,6 +16,11 @@ class LabkitError(Exception):
             parts.append(hint)
         super().__init__(" ".join(parts))
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its message and attributes: a worker process's error reaches the caller
+        # as the same class with the same path and hint.
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
 
 class NotAModelError(LabkitError):
     """The path is missing, unreadable, or is not a model file the lab knows."""
@@ -36,3 +41,10 @@ class UnsafeFileError(LabkitError):
 
 class IncompatibleModelError(LabkitError):
     """A file was given to an operation or model it does not fit (wrong kind or family)."""
+
+
+def _rebuilt(cls: type[LabkitError], args: tuple, attributes: dict) -> LabkitError:
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(attributes)
+    return error

@@ -12,7 +12,8 @@ from labkit.errors import LabkitError, NotAModelError
 from labkit.inventory.cache import CatalogCache, Stamp, absolute, stamp_of
 from labkit.inventory.facts import HASH_KEYS
 from labkit.inventory.finding import candidates
-from labkit.inventory.workers import Item, Row, default_jobs, run_dask, run_local
+from labkit.inventory.workers import Item, Row, run_dask, run_local
+from labkit.processes import cores
 
 COLUMNS = ["path", "format", "kind", "base", "variant", "base_source", "n_tensors", "n_params",
            "dtypes", "size", "mtime", "base_model", "trained_on", "trigger_words", "error"]
@@ -61,7 +62,7 @@ def catalog(folder: str | Path, hashes: bool = False, progress: bool = True, *,
         elif dask:
             read = run_dask(todo, hashes, dask, progress)
         else:
-            read = run_local(todo, hashes, default_jobs() if jobs is None else jobs, progress)
+            read = run_local(todo, hashes, cores() if jobs is None else jobs, progress)
         fresh = dict(zip((i.path for i in todo), read, strict=True))
         if store:
             store.put((p, by_path[p], row) for p, row in fresh.items())

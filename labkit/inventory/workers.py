@@ -2,21 +2,20 @@
 
 The work is `facts.read_facts` over chunks of paths; results come back in order with a progress
 bar of files and bytes. Header parsing and identification are Python work that holds the GIL, so
-more than one job means processes (forked, so they inherit the lab's modules already imported).
+more than one job means processes (labkit.processes).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
 from labkit.errors import LabkitError
 from labkit.inventory.facts import read_facts
+from labkit.processes import process_pool
 
 Row = dict[str, Any] | None
 CHUNKS_PER_JOB = 8  # small enough chunks that the bar moves and the cores share the load evenly
@@ -35,14 +34,6 @@ class Item(NamedTuple):
 def read_chunk(items: Sequence[tuple[str, bool, int]], hashes: bool) -> list[Row]:
     """read_facts over a chunk of items, in order (the task a worker process or Dask runs)."""
     return [read_facts(path, is_folder, hashes) for path, is_folder, _ in items]
-
-
-def default_jobs() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _chunks(items: Sequence[Item], jobs: int) -> list[list[Item]]:
@@ -72,12 +63,6 @@ def _gathered(chunks: list[list[Item]], futures: Sequence[Any], completed: Calla
     return [row for rows in results for row in rows]
 
 
-def _pool(jobs: int) -> Executor:
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(jobs, mp_context=context)
-
-
 def run_local(items: Sequence[Item], hashes: bool, jobs: int, progress: bool) -> list[Row]:
     """The rows of `items` in order, over `jobs` processes (in this process when jobs is 1 or
     there are fewer than PROCESS_MIN_ITEMS)."""
@@ -94,7 +79,7 @@ def run_local(items: Sequence[Item], hashes: bool, jobs: int, progress: bool) ->
     import labkit.files.opener  # noqa: F401 - imported once here, inherited by the forked workers
 
     chunks = _chunks(items, jobs)
-    with _pool(jobs) as pool:
+    with process_pool(jobs) as pool:
         futures: list[Future] = [pool.submit(read_chunk, chunk, hashes) for chunk in chunks]
         return _gathered(chunks, futures, as_completed, progress)
 

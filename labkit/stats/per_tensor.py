@@ -11,7 +11,6 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -27,9 +26,10 @@ from labkit.identify.blocks import (
     layer_kind,
     lora_part,
 )
+from labkit.processes import cores
 from labkit.stats.canonical import canonical_names, canonical_tensor, layout_of
 from labkit.stats.moments import CHUNK, describe_parts, difference, one_thread
-from labkit.stats.stream import file_parts
+from labkit.stats.stream import describe_file, reading
 from labkit.tensors import dtype_name
 
 if TYPE_CHECKING:
@@ -48,19 +48,6 @@ def as_model(model: ModelFile | str | os.PathLike) -> ModelFile:
 
         return open_model(model)
     return model
-
-
-@contextmanager
-def reading(path: Any, what: str) -> Iterator[None]:
-    """Turn any error but the lab's own, raised while reading `what`, into CorruptFileError."""
-    try:
-        yield
-    except LabkitError:
-        raise
-    except Exception as e:  # torch/safetensors/zipfile errors on a damaged file
-        raise CorruptFileError(f"{what} could not be read ({type(e).__name__}: {e}).", path,
-                               "The file may be truncated or damaged: download it again."
-                               ) from None
 
 
 def stream(model: ModelFile, names: list[str], progress: bool, what: str,
@@ -87,10 +74,11 @@ def stream(model: ModelFile, names: list[str], progress: bool, what: str,
 
 @one_thread()
 def tensor_stats(model: ModelFile | str | os.PathLike, pattern: str | None = None,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, jobs: int | None = None) -> pd.DataFrame:
     """One row per tensor (whose name matches the regex `pattern`, if given): name, component,
     block, lora_part, dtype, shape, numel, bytes and the statistics of `describe`. A single
-    safetensors file is read in chunks (labkit.stats.stream), other forms tensor by tensor.
+    safetensors file is read in chunks (labkit.stats.stream), a large one over `jobs` worker
+    processes (default: every core); other forms tensor by tensor.
     Raises NotAModelError, CorruptFileError (also for a file truncated past its header),
     UnsafeFileError, and LabkitError for a bad pattern."""
     model = as_model(model)
@@ -105,17 +93,20 @@ def tensor_stats(model: ModelFile | str | os.PathLike, pattern: str | None = Non
         names = [n for n in names if rx.search(n)]
     labels = dict(zip(model.table, block_labels(model.table), strict=True))
     if model.format == "safetensors":
-        parts = file_parts(model.path, names)
+        sizes = [model.table[n].nbytes for n in names]
+        figures = describe_file(model.path, names, sizes, jobs or cores(), progress)
     else:
-        parts = ((n, t.reshape(-1).split(CHUNK)) for n, t in model.iter_tensors(names))
+        figures = {}
+        items = ((n, t.reshape(-1).split(CHUNK)) for n, t in model.iter_tensors(names))
+        for name, chunks in stream(model, names, progress, "tensor stats", items):
+            with reading(model.path, f"tensor {name!r}"):
+                figures[name] = describe_parts(chunks)
     rows = []
-    for name, chunks in stream(model, names, progress, "tensor stats", parts):
+    for name in names:
         info = model.table[name]
-        with reading(model.path, f"tensor {name!r}"):
-            figures = describe_parts(chunks)
         rows.append({"name": name, "component": component_of(name), "block": labels[name],
                      "lora_part": lora_part(name), "dtype": info.dtype, "shape": tuple(info.shape),
-                     "numel": info.numel, "bytes": info.nbytes, **figures})
+                     "numel": info.numel, "bytes": info.nbytes, **figures[name]})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

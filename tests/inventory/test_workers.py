@@ -17,8 +17,8 @@ def test_processes_give_the_table_one_process_gives(folder, monkeypatch):
     import labkit.inventory.workers as workers
 
     pools = []
-    real = workers._pool
-    monkeypatch.setattr(workers, "_pool", lambda jobs: pools.append(jobs) or real(jobs))
+    real = workers.process_pool
+    monkeypatch.setattr(workers, "process_pool", lambda jobs: pools.append(jobs) or real(jobs))
     monkeypatch.setattr(workers, "PROCESS_MIN_ITEMS", 2)
     alone = catalog(folder, progress=False, jobs=1, cache=False)
     spread = catalog(folder, progress=False, jobs=2, cache=False)
@@ -39,7 +39,7 @@ def test_the_bar_counts_files_and_bytes(folder, capsys):
 def test_a_few_files_are_read_in_this_process(folder, monkeypatch):
     import labkit.inventory.workers as workers
 
-    monkeypatch.setattr(workers, "_pool", lambda jobs: pytest.fail("a pool for 8 files"))
+    monkeypatch.setattr(workers, "process_pool", lambda jobs: pytest.fail("a pool for 8 files"))
     assert len(catalog(folder, progress=False, jobs=4, cache=False)) == 6
 
 
