@@ -68,7 +68,7 @@ def merge_arguments(parser: argparse.ArgumentParser) -> None:
 def bake_arguments(parser: argparse.ArgumentParser) -> None:
     """--strength, -o and --overwrite for `bake`."""
     parser.add_argument("--strength", type=float, default=1.0,
-                        help="S in W + S * (alpha/rank) * up @ down (the weights move by S)")
+                        help="S in W + S * (alpha/rank) * up @ down (the weights move by S; a DoRA: W + S * (W' - W))")
     _output(parser, hashing=True)
 
 
@@ -192,7 +192,7 @@ def show(records: list[dict[str, Any]]) -> str:
 COMMANDS: dict[str, tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
     "merge": ("A B [C]: merge checkpoints: weighted sum A*(1-X)+B*X or add difference A+(B-C)*X, "
               "per-block alphas, streamed", merge_arguments, _once("merge", _merge), show),
-    "bake": ("CKPT LORA: merge a LoRA (LoHa, LoKr) into a checkpoint's weights at a strength",
+    "bake": ("CKPT LORA: merge a LoRA (LoCon, LoHa, LoKr, DoRA) into a checkpoint's weights at a strength",
              bake_arguments, _once("bake", _bake), show),
     "extract-lora": ("BASE TUNED: a kohya LoRA from TUNED - BASE by truncated SVD per module",
                      extract_arguments, _once("extract-lora", _extract), show),

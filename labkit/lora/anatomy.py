@@ -3,8 +3,8 @@
 LoRA / LoCon: delta = (alpha / rank) * up @ down (conv kernels flattened; an optional `mid`
 core for kohya's conv decomposition). LoHa: (alpha / rank) * (w1a @ w1b) * (w2a @ w2b),
 elementwise. LoKr: kron(w1, w2), each factor whole or a low-rank product, scaled by alpha / rank
-when one is low-rank (LyCORIS' rule). Full: the stored diff. DoRA: its LoRA part (the magnitude
-vector rescales columns of the patched weight, which the file alone does not hold).
+when one is low-rank (LyCORIS' rule). Full: the stored diff. DoRA: its LoRA part; the weight it
+makes, `m * (W + delta) / ||W + delta||` (`decompose`), needs the patched weight W too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ Tensors = Mapping[str, torch.Tensor]
 
 # A singular value counts towards the rank when it is above this share of the largest one.
 REL_THRESHOLD = 1e-2
+# DoRA magnitude keys that always hold one norm per output row: PEFT's, (out,) for a linear
+# layer, (1, out, 1, 1) for a conv. LyCORIS' `dora_scale` tells its axis by its shape instead.
+PER_OUTPUT_ROW = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")
+# Added to DoRA's norms, as LyCORIS and ComfyUI do (PEFT adds none): float32's, as computed here.
+NORM_EPS = torch.finfo(torch.float32).eps
 
 
 class Scale(NamedTuple):
@@ -115,6 +120,30 @@ def delta(kind: str, t: Tensors) -> torch.Tensor:
     flattened to [out, in*k*k]: reshape to the patched weight's shape)."""
     t = as_float(t)
     return scale_of(kind, t).scale * DELTAS[kind](t)
+
+
+def magnitude_axis(key: str, magnitude: tuple[int, ...], weight: tuple[int, ...]) -> int:
+    """The axis of the patched weight a DoRA magnitude holds one norm per: 0, each output row
+    (PEFT's keys; a LyCORIS `dora_scale` of shape (out, 1, ...)), or 1, each input column
+    (`dora_scale` (1, in, ...); ComfyUI's rule: the output axis when its first size is out).
+    Raises ValueError when the magnitude has not one value per row or column of that axis."""
+    axis = 0 if key.endswith(PER_OUTPUT_ROW) or magnitude[:1] == weight[:1] else 1
+    if math.prod(magnitude) != weight[axis]:
+        raise ValueError(f"a DoRA magnitude of shape {list(magnitude)} does not hold one norm per "
+                         f"{('output row', 'input column')[axis]} of a weight of shape {list(weight)}")
+    return axis
+
+
+def decompose(weight: torch.Tensor, delta: torch.Tensor, magnitude: torch.Tensor,
+              axis: int) -> torch.Tensor:
+    """DoRA's patched weight at strength 1: `m * (W + delta) / (||W + delta|| + eps)`, the norm
+    of each output row (axis 0) or input column (axis 1) of W + delta (PEFT, LyCORIS)."""
+    merged = weight + delta.reshape(weight.shape)
+    norm = torch.linalg.vector_norm(merged, dim=[d for d in range(merged.ndim) if d != axis],
+                                    keepdim=True)
+    shape = [1] * merged.ndim
+    shape[axis] = -1
+    return merged * (magnitude.reshape(shape) / (norm + NORM_EPS))
 
 
 def _low_rank_values(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:

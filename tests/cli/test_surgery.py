@@ -97,6 +97,25 @@ def test_bake_extract_resize_and_merge_lora_round_trip(capsys, abc, tmp_path):
     assert code == BAD_INPUT and "already exists" in err
 
 
+def test_bake_takes_a_dora_and_writes_the_same_file_as_the_api(capsys, abc, tmp_path):
+    from safetensors import safe_open
+
+    from labkit.surgery import bake, recipe_of
+
+    dora = S.with_dora(zoo.path("demo_lora_striped"), abc[0], tmp_path / "dora.safetensors")
+    out, api = tmp_path / "baked.safetensors", tmp_path / "api.safetensors"
+    code, stdout, err = run(capsys, "bake", abc[0], dora, "-o", out, "--json")
+    assert code == OK, err
+    record = json.loads(stdout)
+    assert record["n_modules"] == 80 and record["output"] == str(out)
+    bake(abc[0], dora, out=api, progress=False)
+    base, cli, ref = (load_file(str(p)) for p in (abc[0], out, api))
+    assert list(cli) == list(ref) and all(torch.equal(cli[k], ref[k]) for k in ref)
+    assert sum(not torch.equal(base[k], cli[k]) for k in base) == 80
+    with safe_open(str(out), "pt") as f:
+        assert "||W + D||" in recipe_of(f.metadata())["parameters"]["formula"]
+
+
 def test_help_states_the_alpha_convention():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["merge"]
