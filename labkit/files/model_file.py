@@ -110,11 +110,30 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+class OneSource(Mapping[str, tuple[TensorSource, str]]):
+    """Where each tensor of a table lives when all live in one source under their own names:
+    answered from the table, with no entry made per tensor."""
+
+    def __init__(self, source: TensorSource, table: Mapping[str, TensorInfo]):
+        self._source, self._table = source, table
+
+    def __getitem__(self, name: str) -> tuple[TensorSource, str]:
+        if name not in self._table:
+            raise KeyError(name)
+        return self._source, name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
 class ModelFile:
     """An opened model: format, tensor table in file order, metadata; tensors load on demand."""
 
     def __init__(self, path: Path, format: str, table: dict[str, TensorInfo],
-                 metadata: dict[str, str], where: dict[str, tuple[TensorSource, str]],
+                 metadata: dict[str, str], where: Mapping[str, tuple[TensorSource, str]],
                  components: dict[str, Path] | None = None):
         self.path = path
         self.format = format
@@ -135,7 +154,7 @@ class ModelFile:
                 table[name] = info_of(t)
             else:  # quantised, sparse or complex128: listed, not tabled
                 metadata[name] = f"tensor {t.dtype} {t.layout} {list(t.shape)} (not listed)"
-        return cls(path, format, table, metadata, {name: (source, name) for name in table})
+        return cls(path, format, table, metadata, OneSource(source, table))
 
     @property
     def tensors(self) -> pd.DataFrame:

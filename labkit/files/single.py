@@ -6,7 +6,7 @@ from pathlib import Path
 
 from labkit.errors import NotAModelError
 from labkit.files.gguf import open_gguf
-from labkit.files.model_file import ModelFile, SafetensorsSource, flatten_checkpoint
+from labkit.files.model_file import ModelFile, OneSource, SafetensorsSource, flatten_checkpoint
 from labkit.files.safetensors_header import read_header
 from labkit.safety.verdicts import Verdict, safe_load, scan
 from labkit.sniff import Sniffed, not_a_model, not_pickle, sniff
@@ -18,9 +18,8 @@ def open_safetensors(path: Path) -> ModelFile:
     Raises CorruptFileError if the header breaks a rule of the format.
     """
     header = read_header(path)
-    source = SafetensorsSource(path)
-    where = {name: (source, name) for name in header.table}
-    return ModelFile(path, "safetensors", header.table, dict(header.metadata), where)
+    return ModelFile(path, "safetensors", header.table, dict(header.metadata),
+                     OneSource(SafetensorsSource(path), header.table))
 
 
 def open_pickle(path: Path, verdict: Verdict | None = None) -> ModelFile:

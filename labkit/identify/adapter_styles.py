@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from itertools import islice
 from typing import NamedTuple
 
 from labkit.tensors import TensorInfo
@@ -116,7 +117,11 @@ def _first(rewrites: tuple[Rewrite, ...], key: str) -> tuple[str, str | None]:
 def looks_like_adapter(keys: Iterable[str]) -> bool:
     """Whether at least half the keys carry an adapter part's name (a cheap test before the rewrites)."""
     keys = list(keys)
-    return bool(keys) and 2 * sum(1 for k in keys if ADAPTER_HINT.search(k)) >= len(keys)
+    need = -(-len(keys) // 2)
+    # No hint in the first len - need + 1 keys leaves too few keys to carry one: told at half.
+    if not any(map(ADAPTER_HINT.search, islice(keys, len(keys) - need + 1))):
+        return False
+    return 2 * sum(1 for k in keys if ADAPTER_HINT.search(k)) >= len(keys)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -10,6 +10,7 @@ Which keys are there tells the pipeline (SDXL, Flux, SD3); the widths tell the b
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import islice
 from typing import NamedTuple
 
 from labkit.identify import rules as R
@@ -48,10 +49,21 @@ ONE_ENCODER_WORDS = {"a1111": "A1111 string_to_param", "kohya": "emb_params",
                      "diffusers": "diffusers {{token: vector}} ({key!r})"}
 # Widths (in the file's part order) of the T5-era forms -> base. "flux": the Flux.1 family,
 # dev or schnell (they share every width; metadata may tell which).
+# The most vector keys of any form but A1111's (whose keys all share one prefix).
+MOST_PART_KEYS = max(len(part.keys) for part in PART_FORMS)
 T5_WIDTH_BASES = {(768, 4096): "flux", (768, 1280, 4096): "sd3"}
 # Widths of a real text encoder that name no one base, and why.
 UNTOLD_WIDTHS = {(4096,): "4096 is T5-XXL's width, and SD3 (its third text encoder) and Flux "
                           "(its second) both use T5-XXL: the widths cannot tell which"}
+
+
+def _no_ti_form(keys: list[str]) -> bool:
+    """True when the first few keys already rule out every TI form: more keys (token ids aside)
+    than any form but A1111's holds, and one of them outside A1111's prefix (a model's table is
+    told at its first keys, not read whole)."""
+    vectors = (k for k in keys if not k.startswith(R.TI_TOKEN_PREFIX))
+    first = list(islice(vectors, MOST_PART_KEYS + 1))
+    return len(first) > MOST_PART_KEYS and not all(k.startswith(R.TI_A1111_PREFIX) for k in first)
 
 
 def ti_parts(keys: list[str]) -> tuple[str, list[tuple[str, list[str]]]] | None:
@@ -60,6 +72,8 @@ def ti_parts(keys: list[str]) -> tuple[str, list[tuple[str, list[str]]]] | None:
     A part is the pipeline component its vectors feed ("text_encoder", "text_encoder_2", ...),
     or the file's own key where the keys do not tell the component (t5 alone).
     """
+    if _no_ti_form(keys):
+        return None
     keys = [k for k in keys if not k.startswith(R.TI_TOKEN_PREFIX)]  # ldm's token id, a 0-d tensor
     if keys and all(k.startswith(R.TI_A1111_PREFIX) for k in keys):
         return "a1111", [(ONE_ENCODER, keys)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
-from operator import attrgetter
+from operator import itemgetter, methodcaller
 from typing import NamedTuple
 
 from labkit.identify import rules as R
@@ -32,14 +32,24 @@ _MARKERS = tuple(row.marker for row in R.COMPONENTS)
 def identify(table: Table, metadata: Mapping[str, str] | None = None) -> Identity:
     """Kind, base and variants of a model from its tensor table (names, shapes, dtypes) and metadata."""
     metadata = dict(metadata or {})
-    keys = [k for k in table if not k.startswith(R.IGNORED_PREFIXES)
-            and k not in R.SCHEDULE_BUFFERS]
+    keys = _kept_keys(table)
     notes = _notes(table, len(table) - len(keys))
     for step in (adapter, embedding, _components, _small_vae):
         found = step(table, keys, metadata)
         if found is not None:
             return replace(found, evidence=found.evidence + notes)
     return Identity("unknown", "unknown", [], "none", [_looked_for(keys), *notes])
+
+
+def _kept_keys(table: Table) -> list[str]:
+    """The keys identification reads: EMA copies and schedule buffers set aside."""
+    keys = list(table)
+    joined = "\n" + "\n".join(keys)  # one scan of all keys for each prefix, not a test per key
+    if R.SCHEDULE_BUFFERS.isdisjoint(table) and not any(
+            "\n" + prefix in joined for prefix in R.IGNORED_PREFIXES):
+        return keys
+    return [k for k in keys if not k.startswith(R.IGNORED_PREFIXES)
+            and k not in R.SCHEDULE_BUFFERS]
 
 
 def _notes(table: Table, set_aside: int) -> list[str]:
@@ -50,7 +60,7 @@ def _notes(table: Table, set_aside: int) -> list[str]:
         notes.append(f"{set_aside - len(buffers)} EMA keys under model_ema. (set aside)")
     if buffers:
         notes.append("schedule buffers (set aside): " + ", ".join(buffers))
-    dtypes = Counter(map(attrgetter("dtype"), table.values()))
+    dtypes = Counter(map(itemgetter(1), table.values()))  # TensorInfo's dtype
     if dtypes:
         notes.append("dtypes: " + ", ".join(f"{d} x{n}" for d, n in dtypes.most_common()))
     return notes
@@ -72,7 +82,7 @@ def _looked_for(keys: list[str]) -> str:
 
 def _find_components(table: Table, keys: list[str]) -> list[_Component]:
     """Components proven by marker keys, in table order; one component per key prefix."""
-    candidates = [k for k in keys if k.endswith(_MARKERS)]
+    candidates = list(filter(methodcaller("endswith", _MARKERS), keys))
     found: list[_Component] = []
     claimed: set[str] = set()
     for row in R.COMPONENTS:

@@ -200,6 +200,12 @@ TRICKY = {
         "y": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]},
         "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, bytes(1)),
     "no tensors": build({"__metadata__": {"a": "b"}}),
+    "written out of data order": build({
+        "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]},
+        "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, bytes(3)),
+    "a gap out of data order": build({
+        "b": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]},
+        "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, bytes(4)),
     "good": _VALID,
 }
 
@@ -218,6 +224,7 @@ def test_duplicates_the_fast_reader_could_miss_are_still_refused() -> None:
     body = _VALID[8 : 8 + int.from_bytes(_VALID[:8], "little")]
     assert safetensors_header._fast(body, len(_VALID)) is not None  # no detour
     assert list(_verdict(TRICKY["empty tensors sharing an offset"]).table) == ["z", "y", "a"]
+    assert list(_verdict(TRICKY["written out of data order"]).table) == ["a", "b"]
 
 
 @settings(max_examples=300, deadline=None)

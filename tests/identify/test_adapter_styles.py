@@ -62,3 +62,13 @@ def test_a_checkpoints_keys_are_told_no_adapter_before_any_rewrite():
     assert not looks_like_adapter(load_layout("sdxl_base"))
     assert looks_like_adapter(load_layout("sdxl_lora_kohya"))
     assert looks_like_adapter(["double_blocks.0.processor.qkv_lora1.down.weight", "x.diff", "y.alpha"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9])
+def test_the_half_scan_tells_what_counting_every_key_tells(n):
+    """looks_like_adapter stops once too few keys are left to reach half: never another answer."""
+    hint, plain = "lora_unet_x.lora_down.weight", "model.diffusion_model.x.weight"
+    for hits in range(n + 1):
+        for keys in ([hint] * hits + [plain] * (n - hits), [plain] * (n - hits) + [hint] * hits):
+            assert looks_like_adapter(keys) == (2 * hits >= n), (hits, keys)
+    assert not looks_like_adapter([])

@@ -105,6 +105,15 @@ def test_the_one_encoder_pickle_forms_set_the_token_id_aside():
     assert F.ti_parts(["model.weight"]) is None
 
 
+def test_a_table_is_ruled_out_at_its_first_keys_only_when_no_form_can_fit():
+    tokens = [f"string_to_token.{i}" for i in range(9)]
+    assert F.ti_parts(tokens + ["emb_params"]) == ("kohya", [("text_encoder", ["emb_params"])])
+    many = [f"string_to_param.{i}" for i in range(9)]
+    assert F.ti_parts(many)[0] == "a1111"
+    assert F.ti_parts(many + ["model.weight"]) is None
+    assert F.ti_parts([f"model.{i}.weight" for i in range(1000)]) is None
+
+
 @pytest.mark.parametrize(("widths", "base"), [
     ((768,), "sd1"), ((1024,), "sd2"), ((768, 1280), "sdxl"), ((768, 4096), "flux"),
     ((768, 1280, 4096), "sd3"), ((4096,), None), ((1280, 768), None), ((4096, 768), None)])
