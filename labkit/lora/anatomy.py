@@ -22,6 +22,8 @@ REL_THRESHOLD = 1e-2
 # DoRA magnitude keys that always hold one norm per output row: PEFT's, (out,) for a linear
 # layer, (1, out, 1, 1) for a conv. LyCORIS' `dora_scale` tells its axis by its shape instead.
 PER_OUTPUT_ROW = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")
+# The role that shows what a DoRA module wraps (else a LoRA: down and up).
+DORA_WRAPS = (("hada_w1_a", "loha"), ("lokr_w1", "lokr"), ("lokr_w1_a", "lokr"))
 # Added to DoRA's norms, as LyCORIS and ComfyUI do (PEFT adds none): float32's, as computed here.
 NORM_EPS = torch.finfo(torch.float32).eps
 
@@ -49,9 +51,18 @@ def _whole_rank(w: torch.Tensor) -> int:
     return min(int(w.shape[0]), math.prod(int(n) for n in w.shape[1:]))
 
 
+def part_kind(kind: str, t: Tensors) -> str:
+    """The kind whose rule gives a module's weight change: a DoRA's is that of the LoRA, LoHa or
+    LoKr it wraps (LyCORIS writes `dora_scale` beside any of them)."""
+    if kind != "dora":
+        return kind
+    return next((wrapped for role, wrapped in DORA_WRAPS if role in t), "lora")
+
+
 def scale_of(kind: str, t: Tensors) -> Scale:
     """Rank, alpha and scale of one module's tensors (roles as keys: down, up, alpha, ...)."""
-    if kind in ("lora", "locon", "dora"):
+    kind = part_kind(kind, t)
+    if kind in ("lora", "locon"):
         rank = int(t["down"].shape[0])
     elif kind == "loha":
         rank = int(t["hada_w1_b"].shape[0])
@@ -106,7 +117,7 @@ def _lokr(t: Tensors) -> torch.Tensor:
     return torch.kron(*_lokr_factors(t))
 
 
-DELTAS = {"lora": _lora, "locon": _lora, "dora": _lora, "loha": _loha, "lokr": _lokr,
+DELTAS = {"lora": _lora, "locon": _lora, "loha": _loha, "lokr": _lokr,
           "full": lambda t: t["diff"]}
 
 
@@ -119,7 +130,7 @@ def delta(kind: str, t: Tensors) -> torch.Tensor:
     """The scaled weight change of one module at strength 1 (LoHa/LoKr conv kernels may come
     flattened to [out, in*k*k]: reshape to the patched weight's shape)."""
     t = as_float(t)
-    return scale_of(kind, t).scale * DELTAS[kind](t)
+    return scale_of(kind, t).scale * DELTAS[part_kind(kind, t)](t)
 
 
 def magnitude_axis(key: str, magnitude: tuple[int, ...], weight: tuple[int, ...]) -> int:
@@ -157,7 +168,8 @@ def singular_values(kind: str, t: Tensors) -> torch.Tensor:
     """Singular values (descending) of the scaled delta, conv kernels flattened to 2-D."""
     t = as_float(t)
     scale = scale_of(kind, t).scale
-    if kind in ("lora", "locon", "dora") and "mid" not in t:
+    kind = part_kind(kind, t)
+    if kind in ("lora", "locon") and "mid" not in t:
         s = _low_rank_values(t["up"].flatten(1), t["down"].flatten(1))
     elif kind == "lokr":
         a, b = (w.flatten(1) for w in _lokr_factors(t))

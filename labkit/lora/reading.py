@@ -179,7 +179,8 @@ def _meta(module: K.FileModule, table: Mapping[str, TensorInfo]) -> dict[str, to
 
 def delta_shape(module: K.FileModule, table: Mapping[str, TensorInfo]) -> tuple[int, ...]:
     """The shape of the module's weight change, from the tensor shapes alone."""
-    return tuple(M.DELTAS[module.kind](_meta(module, table)).shape)
+    tensors = _meta(module, table)
+    return tuple(M.DELTAS[M.part_kind(module.kind, tensors)](tensors).shape)
 
 
 def _shapes(module: K.FileModule, table: Mapping[str, TensorInfo]) -> dict[str, tuple[int, ...]]:
