@@ -82,6 +82,8 @@ clean:
 
 # The offline workshop kit (README, "Teaching a workshop"): dist/labkit-workshop/ with wheels for
 # each platform and Python, the notebooks, data/ and install/start scripts; its size at the end.
+# data/ travels once, beside the wheels: the kit's scripts set LABKIT_DATA to it (`make lab` needs
+# no LABKIT_DATA: the editable install finds the checkout's data/).
 # A slim kit: make workshop PLATFORMS=linux PYTHONS=3.11
 PLATFORMS ?= linux,macos,windows
 PYTHONS ?= 3.11,3.12

@@ -44,7 +44,7 @@ EXERCISES = {
         "n_lora_tensors = len(header)"),  # counts __metadata__ too: one too many
     "02_what_is_this_file": Exercise(
         "lokr_autov2",
-        "table = lk.catalog(lk.zoo.DATA, hashes=True)\n"
+        "table = lk.catalog(lk.zoo.data_dir(), hashes=True)\n"
         'lokr_autov2 = table.loc[(table["kind"] == "lokr") & (table["base"] == "demo_sd1"),'
         ' "autov2"].item().lower()',  # Civitai shows it in capitals; either case is right
         'lokr_autov2 = "0000000000"'),

@@ -1,5 +1,6 @@
 """The workshop kit (issue 18): a slim Linux kit for this Python, built, then installed and used
-with no network (inside `unshare -rn`, loopback only), and its wheels resolving on their own."""
+with no network (inside `unshare -rn`, loopback only), and its wheels resolving on their own.
+data/ travels once, as the kit's folder (named by LABKIT_DATA), never inside the lab's wheel."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,9 @@ def _need(what: str, ok: bool) -> None:
 
 def _offline_env() -> dict[str, str]:
     # No pip settings of this machine (its find-links, indexes, constraints) reach the kit.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    # Nor this machine's LABKIT_DATA: the kit's scripts set their own.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "VIRTUAL_ENV")) and k != "LABKIT_DATA"}
     env["PIP_CONFIG_FILE"] = os.devnull
     return env
 
@@ -54,6 +58,12 @@ def kit(tmp_path_factory) -> Path:
                  "notebooks/00_welcome.ipynb", "notebooks/03_generate.ipynb",
                  "data/demo_sd1.safetensors", "jupyter/user-settings"):
         assert (out / name).exists(), name
+    for script in ("install.sh", "install.ps1", "start.sh", "start.ps1"):
+        assert "LABKIT_DATA" in (out / script).read_text(), script
+    # The demo world is in the kit's data/ alone: the lab's wheel is the labkit package.
+    names = zipfile.ZipFile(_lab_wheel(out)).namelist()
+    assert not [n for n in names if n.startswith("data/") or ".data/" in n], names[:20]
+    assert all(n.startswith(("labkit/", "labkit-")) for n in names), names[:20]
     return out
 
 
@@ -77,11 +87,17 @@ fi
 PYTHON={base_python} bash install.sh
 echo '--- inspect'
 .venv/bin/python -m labkit inspect data/demo_sd1.safetensors --json
+echo '--- zoo'
+LABKIT_DATA="$PWD/data" .venv/bin/python -c "import labkit as lk; print(lk.zoo.path('demo_sd1'))"
+# Without LABKIT_DATA the installed lab has no data folder, and says which setting to set.
+out=$(.venv/bin/python -c "import labkit as lk; lk.zoo.path('demo_sd1')" 2>&1) && exit 8
+echo "$out" | tail -n 1
 """
     proc = subprocess.run(["unshare", "-rn", "bash", "-c", script], cwd=kit, env=_offline_env(),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     before, _, after = proc.stdout.partition("--- inspect\n")
+    after, _, zoo_lines = after.partition("--- zoo\n")
     ready = [ln for ln in before.splitlines() if ln.startswith("READY:")]
     assert len(ready) == 1, before
     report = json.loads(after)
@@ -92,7 +108,11 @@ echo '--- inspect'
     assert report["n_tensors"] == 589
     # The lab came from the kit's wheel, into the kit's own venv.
     site = next((kit / ".venv" / "lib").glob("python3*/site-packages"))
-    assert any(site.glob("labkit-*.dist-info")) and (site / "data" / "zoo.json").is_file()
+    assert any(site.glob("labkit-*.dist-info")) and not (site / "data").exists()
+    # The data folder: the kit's, through LABKIT_DATA; without it, an error naming LABKIT_DATA.
+    found, error = zoo_lines.splitlines()[-2:]
+    assert found == str(kit / "data" / "demo_sd1")
+    assert "LabkitError" in error and "Set LABKIT_DATA to the folder holding zoo.json" in error
 
 
 def test_kit_wheels_resolve_alone(kit, tmp_path):

@@ -4,6 +4,8 @@
 
 The kit holds wheels/ (the lab as a wheel and every wheel it needs, per platform and Python),
 the notebooks, data/, JupyterLab's offline settings, install/start scripts and a README.txt.
+data/ is a copy of labkit.zoo.data_dir() (the checkout's data/, or $LABKIT_DATA's); the lab's
+wheel holds none: the kit's scripts set LABKIT_DATA to the kit's data/ folder.
 Wheels come from pip's configured sources (`pip download`, through workshop/pipfor.py so that
 environment markers are the target's, not this machine's): on Linux the CPU torch pinned as in
 the Makefile (torch==2.13.0+cpu, on disk), on macOS and Windows the registry's torch (their
@@ -14,18 +16,19 @@ summary, in the kit's PLATFORMS.txt, and by a non-zero exit status; the rest of 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # labkit, if not installed here
 from pipfor import PLATFORM_TAGS  # noqa: E402
+
+from labkit.errors import LabkitError  # noqa: E402
+from labkit.zoo import data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -40,36 +43,14 @@ def log(msg: str) -> None:
 
 
 def build_lab_wheel(tmp: Path) -> Path:
-    """The lab as a wheel, with data/ inside it (as <wheel>.data/purelib/data).
-
-    labkit finds its demo world and key layouts at `<folder holding labkit>/data` (a checkout's
-    root); installed from a wheel that folder is site-packages, so the wheel carries data/ there.
+    """The lab as a wheel: the labkit package alone. The demo world and key layouts travel once,
+    as the kit's data/ folder, which the kit's scripts name in LABKIT_DATA (labkit.zoo.data_dir).
     """
     out = tmp / "lab"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "-w", str(out), str(ROOT)], check=True)
     (wheel,) = out.glob("labkit-*.whl")
-    dist = wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
-    patched = tmp / wheel.name
-    records: list[str] = []
-
-    def add(z: zipfile.ZipFile, name: str, data: bytes) -> None:
-        z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data,
-                   compress_type=zipfile.ZIP_DEFLATED)
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        records.append(f"{name},sha256={digest},{len(data)}")
-
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(patched, "w") as dst:
-        record_name = f"{dist}.dist-info/RECORD"
-        for info in src.infolist():
-            if info.filename != record_name:
-                add(dst, info.filename, src.read(info))
-        for f in sorted((ROOT / "data").rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts:
-                add(dst, f"{dist}.data/purelib/{f.relative_to(ROOT).as_posix()}", f.read_bytes())
-        records.append(f"{record_name},,")
-        dst.writestr(record_name, "\n".join(records) + "\n")
-    return patched
+    return wheel
 
 
 def constraints_for(platform: str, tmp: Path) -> Path:
@@ -147,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in platforms if p not in PLATFORM_TAGS]
     if unknown or not platforms or not pythons:
         ap.error(f"platforms are {', '.join(PLATFORM_TAGS)}; got {args.platforms!r}")
+    try:
+        data = data_dir()  # the lab's data/: $LABKIT_DATA, else this checkout's
+    except LabkitError as e:
+        ap.error(str(e))
     start = time.time()
     kit = args.out.resolve()
     wheels = kit / "wheels"
@@ -160,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        log("building the lab's wheel (with data/)")
+        log("building the lab's wheel")
         lab_wheel = build_lab_wheel(tmp)
         results: list[tuple[str, str, bool, str]] = []
         for platform in platforms:
@@ -178,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.copytree(ROOT / "notebooks", kit / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    shutil.copytree(ROOT / "data", kit / "data", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(data, kit / "data", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "jupyter", kit / "jupyter")
     for f in (HERE / "kit").iterdir():
         shutil.copy2(f, kit / f.name)

@@ -3,7 +3,8 @@ their tensor tables alone: which parts a model has, how wide each is, how the de
 conditioned, and how the keys of the same part are spelled in each family's files.
 
 Real families are read from compact key tables shipped in data/layouts/ (names, shapes and
-dtypes of real files, no weights); the demo families from the demo files themselves.
+dtypes of real files, no weights; data/ is labkit.zoo.data_dir()); the demo families from the
+demo files themselves.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from labkit.tensors import TensorInfo
 
 Table = Mapping[str, TensorInfo]
 
-LAYOUTS = Path(__file__).resolve().parents[2] / "data" / "layouts"
 LAYOUT_SUFFIX = ".json.gz"
 
 # The families compared by default: label -> real key table (data/layouts) or demo file (zoo).
@@ -97,15 +97,23 @@ MADE_OF = {
 
 # ---------------------------------------------------------------- tables
 
+def layouts_dir() -> Path:
+    """data/layouts in the lab's data folder (labkit.zoo.data_dir(): $LABKIT_DATA or the
+    checkout's data/). Raises LabkitError when there is no data folder."""
+    from labkit.zoo import data_dir
+
+    return data_dir() / "layouts"
+
+
 def layout_names() -> list[str]:
     """The real key tables shipped in data/layouts (e.g. "sd15", "sdxl_base", "flux_dev")."""
-    return sorted(p.name.removesuffix(LAYOUT_SUFFIX) for p in LAYOUTS.glob(f"*{LAYOUT_SUFFIX}"))
+    return sorted(p.name.removesuffix(LAYOUT_SUFFIX) for p in layouts_dir().glob(f"*{LAYOUT_SUFFIX}"))
 
 
 def key_table(name: str) -> dict[str, TensorInfo]:
     """The key table of a real file (names, shapes, dtypes, in file order) from data/layouts.
     Raises LabkitError for an unknown name or an unreadable table."""
-    path = LAYOUTS / f"{name}{LAYOUT_SUFFIX}"
+    path = layouts_dir() / f"{name}{LAYOUT_SUFFIX}"
     if not path.is_file():
         raise LabkitError(f"no key table named {name!r}.", path,
                           f"Known tables: {', '.join(layout_names())}.")

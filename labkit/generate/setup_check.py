@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
-from pathlib import Path
 
 import pandas as pd
 
-DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parents[2] / "data"))
+from labkit import zoo
+from labkit.errors import LabkitError
+
 _LIBRARIES = ("torch", "diffusers", "transformers", "peft", "safetensors", "ipywidgets")
 
 
@@ -30,7 +30,19 @@ def doctor() -> pd.DataFrame:
         rows.append((lib, v or "missing", v is not None, "installed" if v else "run `make lab`"))
     choice = pick_device()
     rows.append(("device", str(choice.device), True, choice.reason))
-    demo_files = sorted(p for p in DATA_DIR.rglob("*") if p.is_file()) if DATA_DIR.is_dir() else []
-    rows.append(("demo files", f"{len(demo_files)} files in {DATA_DIR}", bool(demo_files),
-                 "the lab's own tiny models" if demo_files else "data/ is missing: clone the repo again"))
+    rows.append(_demo_files())
     return pd.DataFrame(rows, columns=["check", "value", "ok", "note"])
+
+
+def _demo_files() -> tuple[str, str, bool, str]:
+    """The demo files row: are the files of zoo.json all in the data folder (zoo.data_dir())?"""
+    try:
+        folder = zoo.data_dir()
+        entries = zoo.manifest(folder)
+    except LabkitError as e:
+        return ("demo files", "not found", False, str(e))
+    missing = [e["name"] for e in entries if not (folder / e["path"]).exists()]
+    value = f"{len(entries) - len(missing)} of {len(entries)} in {folder}"
+    note = (f"missing: {', '.join(missing)}; copy data/ again (the kit's or the repo's)"
+            if missing else "the lab's own tiny models")
+    return ("demo files", value, not missing, note)

@@ -15,10 +15,10 @@ SHOWN_ROWS = 200
 
 
 def default_folder() -> str:
-    """The demo world's data folder, the panel's first folder."""
+    """The demo world's data folder (zoo.data_dir()), the panel's first folder."""
     from labkit import zoo
 
-    return str(zoo.DATA)
+    return str(zoo.data_dir())
 
 
 class CatalogPanel:

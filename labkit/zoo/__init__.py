@@ -1,6 +1,9 @@
 """The demo world: a tiny SD1-style model trained for real, its adapters, in every file form.
 
-`path(name)` gives a demo file's location; `manifest()` lists them all (data/zoo.json).
+`path(name)` gives a demo file's location; `manifest()` lists them all (zoo.json); both look in
+`data_dir()`: $LABKIT_DATA, else the source checkout's data/ (zoo.registry.data_dir).
+`DATA`, `MANIFEST` and `TOKENIZER` are that folder, its zoo.json and its tokenizer/, looked up
+when read.
 """
 
 from __future__ import annotations
@@ -9,16 +12,23 @@ import json
 from pathlib import Path
 
 from labkit.errors import LabkitError
+from labkit.zoo.registry import DATA_ENV, data_dir
 
-DATA = Path(__file__).resolve().parents[2] / "data"
-MANIFEST = DATA / "zoo.json"
-TOKENIZER = DATA / "tokenizer"
+__all__ = ["DATA_ENV", "data_dir", "manifest", "path"]
+
+_IN_DATA = {"DATA": "", "MANIFEST": "zoo.json", "TOKENIZER": "tokenizer"}
 
 
-def manifest(data: Path = DATA) -> list[dict]:
-    """The manifest entries (name, path, format, kind, base, sha256, made_by).
-    Raises LabkitError if zoo.json is missing or unreadable."""
-    file = data / "zoo.json"
+def __getattr__(name: str) -> Path:
+    if name in _IN_DATA:
+        return data_dir() / _IN_DATA[name]
+    raise AttributeError(f"module 'labkit.zoo' has no attribute {name!r}")
+
+
+def manifest(data: Path | None = None) -> list[dict]:
+    """The manifest entries (name, path, format, kind, base, sha256, made_by) of `data`
+    (default: data_dir()). Raises LabkitError if zoo.json is missing or unreadable."""
+    file = (data or data_dir()) / "zoo.json"
     try:
         return json.loads(file.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError) as exc:
@@ -26,8 +36,9 @@ def manifest(data: Path = DATA) -> list[dict]:
                           "Rebuild it with `python -m labkit.zoo build`.") from None
 
 
-def path(name: str, data: Path = DATA) -> Path:
+def path(name: str, data: Path | None = None) -> Path:
     """The path of a demo file by its manifest name. Raises LabkitError for an unknown name."""
+    data = data or data_dir()
     entries = {e["name"]: e for e in manifest(data)}
     if name not in entries:
         raise LabkitError(f"no demo file named {name!r}.", data / "zoo.json",

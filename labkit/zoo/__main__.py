@@ -18,10 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the build; exit 0 when done, 2 with a message on a LabkitError."""
     import torch
 
-    from labkit.zoo import DATA
+    from labkit.zoo import data_dir
     from labkit.zoo.build import FULL_RECIPE, TOY_RECIPE, build
     from labkit.zoo.xl.build import build_xl
-    from labkit.zoo.xl.recipe import FULL_XL, TOY_XL
 
     parser = argparse.ArgumentParser(prog="python -m labkit.zoo")
     parser.add_argument("command", choices=["build"])
@@ -34,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
+        # In the try: FULL_XL reuses the SD1-style demo in data_dir(), a LabkitError without it.
+        from labkit.zoo.xl.recipe import FULL_XL, TOY_XL
+
         if args.toy:
             out = args.out or Path(tempfile.mkdtemp(prefix="labkit-zoo-toy-"))
             work = args.work or out / "work"
             figures = build_xl(out, work, TOY_XL) if args.sdxl else build(out, work, TOY_RECIPE)
         else:
-            out = args.out or DATA
+            out = args.out or data_dir()
             if args.sdxl:
                 figures = build_xl(out, args.work or ROOT / "build" / "zoo-work" / "xl", FULL_XL)
             else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from labkit.zoo import TOKENIZER, manifest
+from labkit.zoo import data_dir, manifest
 from labkit.zoo.card import model_card
 from labkit.zoo.evaluate import measure
 from labkit.zoo.export import export_base
@@ -81,7 +81,7 @@ def train_base(recipe: Recipe, workdir: Path, progress: bool = True) -> World:
     torch.manual_seed(recipe.seed)
     cfg = recipe.configs
     workdir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(TOKENIZER)
+    tokenizer = load_tokenizer(data_dir() / "tokenizer")
     text_encoder = make_text_encoder(cfg.text_encoder, recipe.seed)
     vae = make_vae(cfg.vae, recipe.seed)
     vae_stage = recipe.stage(workdir, "vae", recipe.vae_steps, recipe.vae_lr, progress)
@@ -130,7 +130,7 @@ def export_all(world: World, trained: list[TrainedAdapter], emb: TrainedEmbeddin
     """Write every form of the base and the adapters into `out`; manifest name -> path."""
     pipe = make_pipeline(world.tokenizers[0], world.encoders[0], world.vae, world.unet)
     pipe.scheduler = make_scheduler(FOLDER_SCHEDULER)
-    paths = export_base(pipe, world.raw_unet, out, workdir, global_step, TOKENIZER)
+    paths = export_base(pipe, world.raw_unet, out, workdir, global_step, data_dir() / "tokenizer")
     for t in trained:
         folder = out / ADAPTER_FOLDER[t.spec.method]
         name = f"demo_{t.spec.method}_{t.spec.style}"

@@ -1,4 +1,5 @@
-"""data/zoo.json: one entry per demo file (name, path, format, kind, base, sha256, how made)."""
+"""data/zoo.json: one entry per demo file (name, path, format, kind, base, sha256, how made),
+and `data_dir()`, the one place the lab looks for its data folder."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
+
+from labkit.errors import LabkitError
+
+# The setting that names the data folder (the one holding zoo.json, tokenizer/ and layouts/),
+# and the folder used without it: a source checkout's data/ (also an editable install's).
+DATA_ENV = "LABKIT_DATA"
+CHECKOUT_DATA = Path(__file__).resolve().parents[2] / "data"
 
 # name -> (format, kind, how it was made); paths come from the build.
 ENTRIES: dict[str, tuple[str, str, str]] = {
@@ -52,6 +60,29 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
 # The family of each file: the SDXL-style world's names say so.
 XL_NAMES = frozenset({"demo_sdxl", "demo_sdxl_single", "demo_lora_striped_xl",
                       "demo_ti_checker_xl"})
+
+
+def data_dir() -> Path:
+    """The lab's data folder: $LABKIT_DATA when set (a workshop kit's start and install scripts
+    set it to the kit's data/), else the source checkout's data/.
+    Raises LabkitError when LABKIT_DATA names no folder holding zoo.json, or when it is unset
+    and this labkit is not a source checkout (an installed wheel carries no data/)."""
+    setting = os.environ.get(DATA_ENV, "").strip()
+    if setting:
+        folder = Path(setting).expanduser().absolute()
+        if not (folder / "zoo.json").is_file():
+            raise LabkitError(f"{DATA_ENV} names no data folder: there is no zoo.json in it.", folder,
+                              f"Set {DATA_ENV} to the folder holding zoo.json (a workshop kit's "
+                              "data/ folder, or data/ in a clone of the lab), or unset it in a "
+                              "source checkout.")
+        return folder
+    if (CHECKOUT_DATA / "zoo.json").is_file():
+        return CHECKOUT_DATA
+    raise LabkitError(f"the lab's data folder was not found, and {DATA_ENV} is not set.",
+                      CHECKOUT_DATA,
+                      f"Set {DATA_ENV} to the folder holding zoo.json: a workshop kit's data/ "
+                      "folder (the kit's start and install scripts set it), or data/ in a clone "
+                      "of the lab.")
 
 
 def base_of(name: str) -> str:

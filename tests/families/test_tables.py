@@ -41,7 +41,7 @@ def test_shipped_key_tables_are_the_real_layouts(name):
 
 def test_shipped_key_tables_are_all_there_and_small():
     assert families.layout_names() == LAYOUT_NAMES
-    size = sum(p.stat().st_size for p in families.LAYOUTS.glob("*.json.gz"))
+    size = sum(p.stat().st_size for p in families.layouts_dir().glob("*.json.gz"))
     assert size < 200_000
 
 
@@ -51,11 +51,13 @@ def test_unknown_key_table_names_the_known_ones():
 
 
 def test_damaged_key_table_raises_a_lab_error(tmp_path, monkeypatch):
-    (tmp_path / "broken.json.gz").write_bytes(gzip.compress(b'{"tensors": [1, 2]}'))
-    monkeypatch.setattr(families, "LAYOUTS", tmp_path)
+    (tmp_path / "zoo.json").write_text('{"version": 1, "files": []}')
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "broken.json.gz").write_bytes(gzip.compress(b'{"tensors": [1, 2]}'))
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))  # the key tables are read from data_dir()
     with pytest.raises(LabkitError, match="could not be read") as e:
         families.key_table("broken")
-    assert e.value.path == str(tmp_path / "broken.json.gz")
+    assert e.value.path == str(tmp_path / "layouts" / "broken.json.gz")
 
 
 # ---------------------------------------------------------------- parts of one model

@@ -1,6 +1,8 @@
+import shutil
 import subprocess
 import sys
 
+from labkit import zoo
 from labkit.generate import setup_check
 
 
@@ -12,10 +14,19 @@ def test_doctor_reports_each_library_and_the_device():
 
 
 def test_doctor_flags_missing_demo_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(setup_check, "DATA_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "nowhere"))
     row = setup_check.doctor().set_index("check").loc["demo files"]
     assert not row["ok"]
-    assert "missing" in row["note"]
+    assert "LABKIT_DATA" in row["note"] and "zoo.json" in row["note"]
+
+
+def test_doctor_names_the_demo_files_missing_from_the_data_folder(tmp_path, monkeypatch):
+    shutil.copy(zoo.data_dir() / "zoo.json", tmp_path / "zoo.json")  # the manifest, no files
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    row = setup_check.doctor().set_index("check").loc["demo files"]
+    assert not row["ok"]
+    assert row["value"].startswith("0 of ") and str(tmp_path) in row["value"]
+    assert "demo_sd1_single" in row["note"]
 
 
 def test_import_labkit_does_not_import_torch():

@@ -29,14 +29,14 @@ def panel() -> CatalogPanel:
 def test_registered_and_nothing_before_the_click():
     assert isinstance(lk.panels.catalog_panel(), widgets.Widget)
     panel = CatalogPanel()
-    assert panel.folder.value == str(zoo.DATA)
+    assert panel.folder.value == str(zoo.data_dir())
     assert panel.table.value == "" and panel.figure.layout.display == "none"
     assert panel.filters.layout.display == "none"
 
 
 def test_the_demo_folder_catalogued_with_its_kinds_and_bases(panel):
     assert panel.error.value == "", panel.error.value
-    n = len(lk.catalog(zoo.DATA, progress=False))
+    n = len(lk.catalog(zoo.data_dir(), progress=False))
     assert f"{n} model files and folders" in panel.status.value
     assert f"<b>{n} of {n} rows</b>" in panel.table.value
     assert "lycoris/twotone_lokr.safetensors" in panel.table.value

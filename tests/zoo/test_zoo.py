@@ -162,12 +162,12 @@ def test_textual_inversion_token_draws_checkerboards(pipe):
 
 
 def test_zoo_json_is_valid_json_with_relative_paths():
-    from labkit.zoo import MANIFEST
-    data = json.loads(MANIFEST.read_text())
+    from labkit.zoo import data_dir
+    data = json.loads((data_dir() / "zoo.json").read_text())
     assert all(not e["path"].startswith("/") and ".." not in e["path"] for e in data["files"])
 
 
 def test_both_worlds_fit_the_data_budget():
-    from labkit.zoo import DATA
-    total = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
+    from labkit.zoo import data_dir
+    total = sum(p.stat().st_size for p in data_dir().rglob("*") if p.is_file())
     assert total <= 90e6, f"data/ holds {total / 1e6:.1f} MB"

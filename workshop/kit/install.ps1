@@ -1,5 +1,6 @@
 # Install the lab into .venv inside this kit from wheels\ alone (no network, no index), then
-# check it. Windows. Run: powershell -ExecutionPolicy Bypass -File install.ps1
+# check it (LABKIT_DATA set to the kit's data\). Windows.
+# Run: powershell -ExecutionPolicy Bypass -File install.ps1
 # Set $env:PYTHON to pick an interpreter (3.11 or 3.12).
 $ErrorActionPreference = "Stop"
 Set-Location -Path $PSScriptRoot
@@ -31,5 +32,7 @@ if (-not (Test-Path ".venv\Scripts\python.exe")) {
 & .venv\Scripts\python.exe -m pip install --isolated --quiet --disable-pip-version-check `
     --no-index --find-links wheels --only-binary=:all: labkit
 if ($LASTEXITCODE -ne 0) { Fail "pip could not install the lab from wheels\ (is this laptop's platform in PLATFORMS.txt?)" }
+# The lab finds the demo models and key tables through LABKIT_DATA: this kit's data\ folder.
+$env:LABKIT_DATA = Join-Path $PSScriptRoot "data"
 & .venv\Scripts\python.exe check.py
 if ($LASTEXITCODE -ne 0) { Fail "the lab installed but its check failed (above)" }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the lab into .venv inside this kit from wheels/ alone (no network, no index),
-# then check it. Linux and macOS. Set PYTHON to pick an interpreter (3.11 or 3.12).
+# then check it (LABKIT_DATA set to the kit's data/). Linux and macOS.
+# Set PYTHON to pick an interpreter (3.11 or 3.12).
 set -euo pipefail
 cd "$(dirname "$0")"
 fail() { echo "install.sh: $*" >&2; echo "install.sh: NOT READY (see README.txt, 'When something fails')" >&2; exit 1; }
@@ -20,4 +21,6 @@ echo "install.sh: making .venv with $PYTHON ($("$PYTHON" --version 2>&1))"
 .venv/bin/python -m pip install --isolated --quiet --disable-pip-version-check \
   --no-index --find-links wheels --only-binary=:all: labkit \
   || fail "pip could not install the lab from wheels/ (is this laptop's platform in PLATFORMS.txt?)"
+# The lab finds the demo models and key tables through LABKIT_DATA: this kit's data/ folder.
+export LABKIT_DATA="$(pwd)/data"
 .venv/bin/python check.py || fail "the lab installed but its check failed (above)"

@@ -7,6 +7,8 @@ if (-not (Test-Path ".venv\Scripts\jupyter.exe")) { Write-Host "start.ps1: run i
 $kit = (Get-Location).Path
 $env:HF_HUB_OFFLINE = "1"; $env:DIFFUSERS_OFFLINE = "1"; $env:TRANSFORMERS_OFFLINE = "1"
 $env:JUPYTERLAB_SETTINGS_DIR = Join-Path $kit "jupyter\user-settings"
+# The demo models and key tables: the kit's data\ (the lab's wheel holds none).
+$env:LABKIT_DATA = Join-Path $kit "data"
 $port = if ($env:PORT) { $env:PORT } else { "8888" }
 $browser = if ($env:OPEN_BROWSER -eq "0") { "False" } else { "True" }
 & .venv\Scripts\jupyter.exe lab --port=$port --ip=127.0.0.1 `

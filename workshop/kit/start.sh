@@ -7,6 +7,8 @@ cd "$(dirname "$0")"
 KIT=$(pwd)
 export HF_HUB_OFFLINE=1 DIFFUSERS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export JUPYTERLAB_SETTINGS_DIR="$KIT/jupyter/user-settings"
+# The demo models and key tables: the kit's data/ (the lab's wheel holds none).
+export LABKIT_DATA="$KIT/data"
 browser=True; [ "${OPEN_BROWSER:-1}" = 0 ] && browser=False
 exec .venv/bin/jupyter lab --port="${PORT:-8888}" --ip=127.0.0.1 \
   --ServerApp.root_dir="$KIT/notebooks" --LabApp.default_url=/lab/tree/00_welcome.ipynb \
