@@ -11,6 +11,7 @@ import gc
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from operator import itemgetter, mul, sub
 from pathlib import Path
@@ -32,11 +33,30 @@ except ImportError:  # pragma: no cover - orjson is a dependency
     _orjson_loads = None
 
 
+class Offsets(Mapping[str, tuple[int, int]]):
+    """name -> (begin, end) of its data, from columns: no pair made per tensor until asked
+    (a header's ~1000 pairs would cost their making and the collector's visits)."""
+
+    def __init__(self, names: Iterable[str], begins: Sequence[int], ends: Sequence[int]):
+        self._index = dict(zip(names, range(len(begins)), strict=False))  # str -> int: no GC visits
+        self._begins, self._ends = begins, ends
+
+    def __getitem__(self, name: str) -> tuple[int, int]:
+        i = self._index[name]
+        return self._begins[i], self._ends[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 class SafetensorsHeader(NamedTuple):
     """The validated header: tensors in file order, metadata, and where the data starts."""
 
     table: dict[str, TensorInfo]
-    offsets: dict[str, tuple[int, int]]
+    offsets: Mapping[str, tuple[int, int]]
     metadata: dict[str, str]
     data_start: int
 
@@ -152,8 +172,7 @@ def _fast(raw: bytes, file_size: int) -> SafetensorsHeader | None:
         return None
     infos = zip(map(tuple, shapes), dtypes, strict=True)
     table = dict(zip(names, map(tuple.__new__, repeat(TensorInfo), infos), strict=True))
-    return SafetensorsHeader(table, dict(zip(names, zip(begins, ends, strict=True), strict=True)),
-                             metadata, 8 + len(raw))
+    return SafetensorsHeader(table, Offsets(names, begins, ends), metadata, 8 + len(raw))
 
 
 def _all(fn: object, values: list, expected: object) -> bool:

@@ -152,8 +152,8 @@ def _denoiser_features(table: Table, keys: list[str], comp: _Component,
                        encoders: list[_Component], evidence: list[str]) -> dict[str, object]:
     """The features DENOISER_BASES tests: arch, context dim, SDXL structure, EDM, guidance."""
     row, prefix = comp
-    ctx_key = next((k for k in keys if k.endswith(R.CONTEXT_SUFFIX) and k.startswith(prefix)),
-                   None)
+    contexts = filter(methodcaller("endswith", R.CONTEXT_SUFFIX), keys)
+    ctx_key = next((k for k in contexts if k.startswith(prefix)), None)
     context = table[ctx_key].shape[-1] if ctx_key else None
     if ctx_key:
         evidence.append(f"{ctx_key} last dim {context} = context dim")
