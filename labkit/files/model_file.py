@@ -134,8 +134,11 @@ class ModelFile:
 
     def __init__(self, path: Path, format: str, table: dict[str, TensorInfo],
                  metadata: dict[str, str], where: Mapping[str, tuple[TensorSource, str]],
-                 components: dict[str, Path] | None = None):
+                 components: dict[str, Path] | None = None, content_key: bytes | None = None):
         self.path = path
+        # Bytes that fix the table and metadata (a safetensors header's text), or None: models
+        # with equal keys are identified alike (the catalog identifies each layout once).
+        self.content_key = content_key
         self.format = format
         self.table = table
         self.metadata = metadata

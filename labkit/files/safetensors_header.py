@@ -59,6 +59,7 @@ class SafetensorsHeader(NamedTuple):
     offsets: Mapping[str, tuple[int, int]]
     metadata: dict[str, str]
     data_start: int
+    text: bytes = b""  # the header's JSON: equal texts, equal tables and metadata
 
 
 class _Bad(Exception):
@@ -172,7 +173,7 @@ def _fast(raw: bytes, file_size: int) -> SafetensorsHeader | None:
         return None
     infos = zip(map(tuple, shapes), dtypes, strict=True)
     table = dict(zip(names, map(tuple.__new__, repeat(TensorInfo), infos), strict=True))
-    return SafetensorsHeader(table, Offsets(names, begins, ends), metadata, 8 + len(raw))
+    return SafetensorsHeader(table, Offsets(names, begins, ends), metadata, 8 + len(raw), raw)
 
 
 def _all(fn: object, values: list, expected: object) -> bool:
@@ -224,7 +225,8 @@ def parse(head: bytes, file_size: int) -> SafetensorsHeader:
         raise _Bad(f"the file has {what} the tensor data (the header says it is "
                    f"{end + 8 + n} bytes, it is {file_size})")
     table = {name: infos[name] for name in order}
-    return SafetensorsHeader(table, {k: offsets[k] for k in order}, metadata, 8 + n)
+    return SafetensorsHeader(table, {k: offsets[k] for k in order}, metadata, 8 + n,
+                             bytes(head[8 : 8 + n]))
 
 
 def read_header(path: str | Path) -> SafetensorsHeader:

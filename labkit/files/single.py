@@ -19,7 +19,7 @@ def open_safetensors(path: Path) -> ModelFile:
     """
     header = read_header(path)
     return ModelFile(path, "safetensors", header.table, dict(header.metadata),
-                     OneSource(SafetensorsSource(path), header.table))
+                     OneSource(SafetensorsSource(path), header.table), content_key=header.text)
 
 
 def open_pickle(path: Path, verdict: Verdict | None = None) -> ModelFile:

@@ -7,7 +7,10 @@ JSON-ready dict out (or None for a file that is no model), so rows travel and ca
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Mapping
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,19 +32,21 @@ TRIGGER_KEY = "modelspec.trigger_phrase"
 TAG_FREQUENCY_KEY = "ss_tag_frequency"
 TOP_TAGS = 5
 # identify is a pure function of (table, metadata); files of one layout share its answer
-_IDENTITIES: dict[tuple, Identity] = {}
+_IDENTITIES: dict[object, Identity] = {}
 _MEMO_LIMIT = 4096
+_MEMO_BYTES = 256 * 2**20  # header texts kept as keys, at most (then the memo starts again)
 
 
 def identity_of(model: ModelFile) -> Identity:
     """model.identity, shared by every model of the same table and metadata in this process."""
     from labkit.identify import identify
 
-    key = (tuple(model.table.items()), tuple(model.metadata.items()))
+    key = model.content_key or (tuple(model.table.items()), tuple(model.metadata.items()))
     found = _IDENTITIES.get(key)
     if found is None:
         found = identify(model.table, model.metadata)
-        if len(_IDENTITIES) >= _MEMO_LIMIT:
+        held = sum(len(k) for k in _IDENTITIES if isinstance(k, bytes))
+        if len(_IDENTITIES) >= _MEMO_LIMIT or held > _MEMO_BYTES:
             _IDENTITIES.clear()
         _IDENTITIES[key] = found
     return found
@@ -55,9 +60,7 @@ def forget_identities() -> None:
 def summary(model: ModelFile, identity: Identity | None = None) -> dict[str, object]:
     """The facts of an opened model: format, identity, tensor count, parameter count, dtypes."""
     identity = identity or model.identity
-    dtypes: dict[str, int] = {}
-    for info in model.table.values():
-        dtypes[info.dtype] = dtypes.get(info.dtype, 0) + 1
+    dtypes = Counter(map(itemgetter(1), model.table.values()))  # TensorInfo's dtype
     return {
         "format": model.format,
         "kind": identity.kind,
@@ -66,7 +69,7 @@ def summary(model: ModelFile, identity: Identity | None = None) -> dict[str, obj
         "base_source": identity.base_source,
         "evidence": list(identity.evidence),
         "n_tensors": len(model.table),
-        "n_params": sum(info.numel for info in model.table.values()),
+        "n_params": sum(map(math.prod, map(itemgetter(0), model.table.values()))),
         "dtypes": dict(sorted(dtypes.items(), key=lambda kv: -kv[1])),
     }
 
