@@ -51,7 +51,7 @@ def _hash(path: str, _: argparse.Namespace) -> list[Outcome]:
     from labkit.hashes import file_hashes
 
     if Path(path).is_dir():
-        raise LabkitError("this is a folder; hashes are computed for one file",
+        raise LabkitError("this is a folder; hashes are computed for one file.",
                           path=path, hint="Hash each weight file inside it.")
     hashes = file_hashes(path, progress=sys.stderr.isatty())
     return [Outcome({"path": path, **hashes}, OK)]

@@ -29,6 +29,9 @@ PEFT_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 PEFT_WRAPPER = "base_model.model."
 PEFT_METADATA = "lora_adapter_metadata"  # diffusers' per-component LoraConfig: {"unet.r": 4, ...}
 _INCOMPLETE = "The download is incomplete: fetch the missing files again."
+# model_index.json classes that never hold weights (configs, vocabularies): their folder may be left
+# out of a download that fetched only the weights, and the tensors are still all there.
+WEIGHTLESS_CLASSES = re.compile(r"Scheduler$|Tokenizer(Fast)?$|ImageProcessor$|FeatureExtractor$")
 
 
 def with_variant(name: str, variant: str | None) -> str:
@@ -127,11 +130,13 @@ def _pipeline(path: Path, variant: str | None) -> ModelFile:
     for name, value in index.items():
         if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and value[0]):
             continue
-        folder = path / name
-        needs_weights = not folder.is_dir() or (folder / CONFIG).is_file()
+        folder, weightless = path / name, bool(WEIGHTLESS_CLASSES.search(str(value[1])))
+        if not folder.is_dir() and not weightless:
+            raise CorruptFileError(f"is a diffusers folder missing its component folder {name}/ "
+                                   f"({value[1]}), named in {MODEL_INDEX}.", path, _INCOMPLETE)
         if folder.is_dir() and _component(folder, variant, f"{name}/", table, where):
             components[name] = folder
-        elif needs_weights:
+        elif (folder / CONFIG).is_file():
             raise CorruptFileError(
                 f"is a diffusers folder whose component {name!r} ({value[1]}) has no weights "
                 f"(expected {name}/diffusion_pytorch_model.safetensors or model.safetensors).",

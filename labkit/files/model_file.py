@@ -75,8 +75,8 @@ def _flatten(obj: object, prefix: str, tensors: dict[str, torch.Tensor] | None,
              meta: dict[str, str], depth: int = 0) -> None:
     """Nested dicts/lists to dotted keys: tensors into `tensors` (when given), leaves into `meta`."""
     if isinstance(obj, torch.Tensor):
-        if tensors is not None:
-            tensors[prefix.rstrip(".")] = obj
+        if tensors is not None:  # a trained Parameter (TI .pt) comes back requiring grad: drop that
+            tensors[prefix.rstrip(".")] = obj.detach()
         return
     if depth < _MAX_DEPTH and isinstance(obj, Mapping | torch.nn.ParameterDict):
         for key, value in obj.items():

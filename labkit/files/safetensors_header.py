@@ -23,6 +23,8 @@ from labkit.tensors import DTYPES, TensorInfo
 
 _ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 _REDOWNLOAD = "The file is damaged or was cut short: download it again."
+_OFF_SPEC = ("The tool that wrote it broke the format and safetensors itself refuses it; downloading "
+             "again will not help: ask its author for a fixed copy.")
 _BITS = {name: int(size * 8) for name, (_, size) in DTYPES.items()}
 _FIELDS = itemgetter("dtype", "shape", "data_offsets")
 
@@ -98,7 +100,9 @@ def _shape_of(header: object) -> tuple[dict, dict, dict[str, str]]:
         raise _Bad("the header is not a JSON object")
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _Bad("__metadata__ must map strings to strings")
+        odd = next((f" ({k!r} holds {type(v).__name__})" for k, v in metadata.items()
+                    if not isinstance(v, str)), "") if isinstance(metadata, dict) else ""
+        raise _Bad(f"__metadata__ must map strings to strings{odd}", _OFF_SPEC)
     infos, offsets = {}, {}
     for name, raw in header.items():
         if name != "__metadata__":
@@ -246,5 +250,5 @@ def read_header(path: str | Path) -> SafetensorsHeader:
     try:
         return parse(first + rest, size)
     except _Bad as exc:
-        raise CorruptFileError(f"is not a valid safetensors file: {exc}.", path,
-                               _REDOWNLOAD) from None
+        raise CorruptFileError(f"is not a valid safetensors file: {exc.args[0]}.", path,
+                               exc.args[1] if len(exc.args) > 1 else _REDOWNLOAD) from None

@@ -80,7 +80,8 @@ def scale_of(kind: str, t: Tensors) -> Scale:
 
 def _tucker(core: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """LyCORIS' Tucker rebuild: core [r, r, k, k] with a [r, out] and b [r, in] -> [out, in, k, k]."""
-    return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
+    # einsum hands back a permuted view; torch.kron (LoKr) refuses such strides, so make it dense.
+    return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a).contiguous()
 
 
 def _product(t: Tensors, whole: str | None, a: str, b: str, core: str | None = None) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from labkit.sniff import Sniffed, container_of, not_a_model, not_pickle, sniff
 __all__ = ["GlobalRef", "Verdict", "scan", "safe_load", "LightningCheckpointStandIn"]
 
 NO_PICKLE = ("safetensors", "gguf")  # formats that cannot hold code
+# torch.load's warning for a protocol-3 pickle (old Python writers) that it then reads fine.
+_LOAD_NOISE = r"Detected pickle protocol"
 _UNSAFE_HINT = ("Do not load it with torch.load or pickle. If you trust its source, ask for a "
                 "safetensors version of this model instead.")
 
@@ -175,7 +178,8 @@ def safe_load(path: str | Path, verdict: Verdict | None = None) -> object:
     # torch.load treats a path ending .safetensors as safetensors, and mmap needs a path.
     by_path = verdict.container == "zip" and path.suffix != ".safetensors"
     try:
-        with torch.serialization.safe_globals(_stand_ins()):
+        with torch.serialization.safe_globals(_stand_ins()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LOAD_NOISE)
             if by_path:
                 return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
             with open(path, "rb") as f:

@@ -231,7 +231,17 @@ def walk_stream(window: Window, label: str, strict_first: bool) -> list[PickleFi
             break
         if results[0].constant == LEGACY_MAGIC and len(results) >= LEGACY_PICKLES:
             break
+    if _legacy_cut_short(results):
+        raise EOFError(f"a torch legacy file ends after {len(results)} of its "
+                       f"{LEGACY_PICKLES} pickles")
     return results
+
+
+def _legacy_cut_short(results: list[PickleFindings]) -> bool:
+    """True when a stream opens with torch's legacy magic but fewer than its five pickles parse
+    (what follows is not the storages: the object itself is missing, so nothing was checked)."""
+    return (bool(results) and results[0].constant == LEGACY_MAGIC
+            and len(results) < LEGACY_PICKLES and all(r.complete for r in results))
 
 
 def _zip_entry(f: BinaryIO, info: zipfile.ZipInfo, file_size: int) -> Window | io.BytesIO:

@@ -107,6 +107,7 @@ def test_hash_matches_hashlib(capsys, files):
 def test_hash_of_a_folder_is_bad_input(capsys, tmp_path):
     code, out, err = run(capsys, "hash", tmp_path)
     assert code == 2 and out == "" and "folder" in err
+    assert "for one file. Hash each" in err  # the message and its hint read as two sentences
 
 
 def test_catalog_prints_one_object_per_model(capsys, files, tmp_path):

@@ -238,3 +238,16 @@ def test_both_readers_agree_on_mutated_files(at: int, patch: bytes) -> None:
         assert _verdict(data) == fast
     finally:
         safetensors_header._orjson_loads = saved
+
+
+def test_metadata_that_is_not_text_names_the_key_and_does_not_say_download_again(
+        tmp_path: Path) -> None:
+    """A writer that stored a number in __metadata__ made a whole file: re-downloading cannot fix it."""
+    head = json.dumps({"__metadata__": {"ss_network_dim": 4},
+                       "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "lora.safetensors"
+    path.write_bytes(struct.pack("<Q", len(head)) + head + bytes(4))
+    with pytest.raises(CorruptFileError) as caught:
+        read_header(path)
+    assert "'ss_network_dim' holds int" in str(caught.value)
+    assert "download it again" not in str(caught.value) and "author" in str(caught.value)

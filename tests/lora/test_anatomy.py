@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import labkit as lk
 from labkit.lora import anatomy
@@ -36,3 +37,18 @@ def test_a_lycoris_dora_over_loha_or_lokr_reads_as_dora(tmp_path, wrapped):
     frame = lk.lora.read(write_sparse(tmp_path / "dora.safetensors", table))
     assert set(frame["kind"]) == {"dora"}
     assert len(frame) == len(modules) == 12
+
+
+def test_a_lokr_conv_with_a_tucker_core_rebuilds_its_kernel_and_reads(tmp_path):
+    """LyCORIS LoKr conv (use_tucker): lokr_t2 [r, r, k, k], lokr_w2_a [r, out_k], lokr_w2_b [r, in_n]."""
+    g = torch.Generator().manual_seed(2)
+    t = {"lokr_w1": torch.randn(4, 4, generator=g), "lokr_t2": torch.randn(2, 2, 3, 3, generator=g),
+         "lokr_w2_a": torch.randn(2, 80, generator=g), "lokr_w2_b": torch.randn(2, 80, generator=g),
+         "alpha": torch.tensor(2.0)}
+    w2 = torch.einsum("ijkl,ip,jr->prkl", t["lokr_t2"], t["lokr_w2_a"], t["lokr_w2_b"]).contiguous()
+    by_hand = torch.kron(t["lokr_w1"][:, :, None, None], w2)
+    assert torch.allclose(anatomy.delta("lokr", t), by_hand, atol=1e-4)
+    module = "lora_unet_down_blocks_0_resnets_0_conv1"
+    save_file({f"{module}.{k}": v for k, v in t.items()}, tmp_path / "lokr.safetensors")
+    frame = lk.lora.read(tmp_path / "lokr.safetensors")
+    assert len(frame) == 1 and frame["kind"].iloc[0] == "lokr"

@@ -300,3 +300,27 @@ def test_mutated_zip_and_tar_give_a_verdict_or_a_labkit_error(valid: bytes, at: 
 
     mutated = valid[:at] + patch + valid[at + len(patch):]
     assert peak_bytes_reading(scan, mutated, "f.ckpt") < 4_000_000 + 50 * len(valid)
+
+
+def test_a_protocol_3_pickle_loads_without_torchs_protocol_warning(tmp_path: Path) -> None:
+    """torch.save(pickle_protocol=3) files load under weights_only; torch's warning is noise to users."""
+    import warnings
+
+    path = tmp_path / "old.pt"
+    torch.save({"emb_params": torch.ones(2, 768)}, path, pickle_protocol=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = safety.safe_load(path)
+    assert torch.equal(loaded["emb_params"], torch.ones(2, 768))
+
+
+def test_a_legacy_torch_file_cut_before_its_object_is_damaged_not_safe(tmp_path: Path) -> None:
+    """Legacy torch files are five pickles then storages; cut inside the fourth (the state dict),
+    nothing of the model was checked: the scan must not call that safe."""
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(3)}}, whole, _use_new_zipfile_serialization=False)
+    assert safety.scan(whole).safe
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole.read_bytes()[:140])  # magic, protocol, sys_info, then a few bytes
+    with pytest.raises(CorruptFileError, match="ends after 3 of its 5 pickles"):
+        safety.scan(cut)
