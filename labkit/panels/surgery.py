@@ -25,6 +25,7 @@ from labkit.panels.common import (
 
 OPERATIONS = ("merge", "bake", "extract", "resize")
 VARIANT = "demo_sd1 + striped, baked"  # model B's default: made on first use
+FINETUNE = "demo_sd1_outlined, a full fine-tune"  # model B's other lesson model: made on first use
 ADAPTER_KINDS = ("lora", "loha", "lokr")
 FIXED = "fixed rank"
 DYNAMIC = (FIXED, "sv_ratio", "sv_fro", "sv_cumulative")
@@ -47,7 +48,8 @@ class SurgeryPanel:
         self.operation = widgets.ToggleButtons(options=OPERATIONS, value=operation,
                                                description="Operation")
         self.a = Picker("Model A", checkpoints, model, "model A")
-        self.b = Picker("Model B", [(VARIANT, VARIANT), *checkpoints], VARIANT, "model B")
+        self.b = Picker("Model B", [(VARIANT, VARIANT), (FINETUNE, FINETUNE), *checkpoints],
+                        VARIANT, "model B")
         self.c = Picker("Model C", checkpoints, None, "model C", optional=True)
         self.lora = Picker("LoRA", demo_options(ADAPTER_KINDS, None), lora, "LoRA")
         self.mode = widgets.Dropdown(options=["weighted", "add_difference"], description="Mode")
@@ -101,12 +103,16 @@ class SurgeryPanel:
             self.a.choice.description = "Draw on"
 
     def model_b(self) -> Path:
-        """Model B: the baked demo variant (made once in the panel's folder) or a picked file."""
-        if not self.b.path.value.strip() and self.b.choice.value == VARIANT:
-            from labkit.surgery.demo import striped_variant
+        """Model B: the baked demo variant or the demo's full fine-tune (each made once in the
+        panel's folder), or a picked file."""
+        from labkit.surgery.demo import outlined_finetune, striped_variant
 
-            self.status.value = "<i>Baking the demo LoRA into demo_sd1 (once)...</i>"
-            return striped_variant(self.folder)
+        made = {VARIANT: ("Baking the demo LoRA into demo_sd1", striped_variant),
+                FINETUNE: ("Putting the fine-tuned UNet into demo_sd1", outlined_finetune)}
+        if not self.b.path.value.strip() and self.b.choice.value in made:
+            what, make = made[self.b.choice.value]
+            self.status.value = f"<i>{what} (once)...</i>"
+            return make(self.folder)
         return self.b.resolve()
 
     def _output(self, op: str) -> Path:

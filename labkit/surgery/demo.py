@@ -1,5 +1,6 @@
-"""What the surgery lesson needs from the demo world: a second model of the demo family (the
-demo checkpoint with its striped LoRA baked in), and a quick picture of a surgery's result."""
+"""What the surgery lesson needs from the demo world: second models of the demo family (the
+demo checkpoint with its striped LoRA baked in, and the zoo's full fine-tune of it), and a quick
+picture of a surgery's result."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from PIL import Image
 
 VARIANT_NAME = "demo_sd1_striped.safetensors"
+FINETUNE_UNET = "demo_sd1_outlined_unet"  # the zoo's full fine-tune of demo_sd1's UNet
+FINETUNE_NAME = "demo_sd1_outlined.safetensors"
 PREVIEW_PROMPT = "a red circle on a white background, striped"
 
 
@@ -23,6 +26,30 @@ def striped_variant(folder: str | os.PathLike, strength: float = 1.0) -> Path:
     if not out.exists():
         bake(zoo.path("demo_sd1_single"), zoo.path("demo_lora_striped"), out=out,
              strength=strength, progress=False)
+    return out
+
+
+def outlined_finetune(folder: str | os.PathLike) -> Path:
+    """The demo SD1 checkpoint fine-tuned for real, every UNet weight, to draw outlines for the
+    same plain prompts (a second model whose change from the base has no built-in rank): the
+    zoo's tuned UNet with the base's text encoder and VAE, written once into `folder`.
+    Raises LabkitError when the data folder lacks either file."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from labkit import zoo
+
+    out = Path(folder) / FINETUNE_NAME
+    if out.exists():
+        return out
+    with safe_open(str(zoo.path("demo_sd1_single")), "pt") as base, \
+            safe_open(str(zoo.path(FINETUNE_UNET)), "pt") as unet:
+        tuned, names = set(unet.keys()), base.keys()
+        tensors = {k: (unet if k in tuned else base).get_tensor(k) for k in names}
+        metadata = {**(base.metadata() or {}), "labkit.unet_from": FINETUNE_UNET}
+    tmp = out.with_name(out.name + ".partial")
+    save_file(tensors, str(tmp), metadata)
+    os.replace(tmp, out)
     return out
 
 

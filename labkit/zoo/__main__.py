@@ -1,5 +1,6 @@
-"""`python -m labkit.zoo build [--sdxl] [--toy] [--out DIR] [--work DIR]`: build the demo world
-(the SD1-style model and its adapters; with --sdxl the SDXL-style one, which needs the first)."""
+"""`python -m labkit.zoo build [--sdxl | --finetune] [--toy] [--out DIR] [--work DIR]`: build the
+demo world (the SD1-style model and its adapters; with --sdxl the SDXL-style one, with --finetune
+the SD1-style demo's full fine-tune: both need the first)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from labkit.zoo import data_dir
     from labkit.zoo.build import FULL_RECIPE, TOY_RECIPE, build
+    from labkit.zoo.finetune import FULL_FINETUNE, TOY_FINETUNE, build_finetune
     from labkit.zoo.xl.build import build_xl
 
     parser = argparse.ArgumentParser(prog="python -m labkit.zoo")
     parser.add_argument("command", choices=["build"])
     parser.add_argument("--sdxl", action="store_true",
                         help="build the SDXL-style model (uses the built SD1-style VAE and encoder)")
+    parser.add_argument("--finetune", action="store_true",
+                        help="fine-tune the built SD1-style demo's whole UNet on a new look")
     parser.add_argument("--toy", action="store_true", help="the whole recipe at toy scale, seconds")
     parser.add_argument("--out", type=Path, help="output folder (default data/, toy: a temp folder)")
     parser.add_argument("--work", type=Path, help="checkpoints (default build/zoo-work/)")
@@ -39,10 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.toy:
             out = args.out or Path(tempfile.mkdtemp(prefix="labkit-zoo-toy-"))
             work = args.work or out / "work"
-            figures = build_xl(out, work, TOY_XL) if args.sdxl else build(out, work, TOY_RECIPE)
+            if args.finetune:
+                figures = build_finetune(out, work, TOY_FINETUNE, progress=False)
+            else:
+                figures = build_xl(out, work, TOY_XL) if args.sdxl else build(out, work, TOY_RECIPE)
         else:
             out = args.out or data_dir()
-            if args.sdxl:
+            if args.finetune:
+                figures = build_finetune(out, args.work or ROOT / "build" / "zoo-work" / "finetune",
+                                         FULL_FINETUNE)
+            elif args.sdxl:
                 figures = build_xl(out, args.work or ROOT / "build" / "zoo-work" / "xl", FULL_XL)
             else:
                 figures = build(out, args.work or ROOT / "build" / "zoo-work" / "full", FULL_RECIPE)

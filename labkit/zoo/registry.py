@@ -27,6 +27,10 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
                       "style .ckpt (fp16): state_dict with model_ema., global_step, callbacks"),
     "demo_sd1_vae": ("safetensors", "vae",
                      "first_stage_model. tensors of the single file, prefix removed (vae-ft-mse form)"),
+    "demo_sd1_outlined_unet": ("safetensors", "unet",
+                               "labkit.zoo.finetune: every UNet weight of demo_sd1 trained further "
+                               "on outlined drawings with plain captions; the UNet alone in SD's "
+                               "original keys (fp16), the text encoder and VAE being the base's"),
     "demo_lora_striped": ("safetensors", "lora", "peft LoRA on the UNet's transformer blocks and "
                           "the text encoder's attention, kohya names and sd-scripts metadata"),
     "demo_lora_striped_peft": ("safetensors", "lora",

@@ -10,7 +10,8 @@ import pytest
 import labkit as lk
 from labkit import zoo
 from labkit.panels.common import png_size
-from labkit.panels.surgery import CELL_PX, VARIANT, SurgeryPanel
+from labkit.panels.surgery import CELL_PX, FINETUNE, VARIANT, SurgeryPanel
+from labkit.surgery.demo import FINETUNE_NAME
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -96,6 +97,18 @@ def test_resize_with_a_dynamic_rule_and_rank_one_keeps_less(panel):
     panel.run.click()
     assert panel.error.value == "" and "sv_fro" not in panel.error.value
     panel.dynamic.value = "fixed rank"
+
+
+def test_model_b_offers_the_fine_tune_beside_the_baked_variant(panel):
+    options = list(panel.b.choice.options)
+    assert options[:2] == [(VARIANT, VARIANT), (FINETUNE, FINETUNE)]
+    panel.operation.value, panel.rank.value = "extract", 4
+    panel.b.choice.value = FINETUNE
+    assert panel.model_b() == panel.folder / FINETUNE_NAME
+    panel.run.click()
+    assert panel.error.value == "", panel.error.value
+    assert "energy_kept" in panel.report.value and "extract_" in panel.report.value
+    panel.b.choice.value, panel.operation.value = VARIANT, "merge"
 
 
 def test_errors_go_to_the_red_box(panel, tmp_path):

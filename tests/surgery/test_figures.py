@@ -9,7 +9,14 @@ from matplotlib.figure import Figure
 
 from labkit import surgery, zoo
 from labkit.surgery import figures as F
-from labkit.surgery.demo import VARIANT_NAME, preview, striped_variant
+from labkit.surgery.demo import (
+    FINETUNE_NAME,
+    FINETUNE_UNET,
+    VARIANT_NAME,
+    outlined_finetune,
+    preview,
+    striped_variant,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,25 @@ def test_the_variant_is_the_demo_lora_baked_and_made_once(work, variant):
     assert striped_variant(work) == variant and variant.stat().st_mtime_ns == stamp
     from labkit import open_model
     assert surgery.recipe_of(open_model(variant).metadata)["operation"] == "bake"
+
+
+def test_the_fine_tune_is_the_base_with_the_zoos_tuned_unet_made_once(work):
+    import torch
+    from safetensors.torch import load_file
+
+    from labkit import open_model
+
+    tuned = outlined_finetune(work)
+    assert tuned == work / FINETUNE_NAME
+    stamp = tuned.stat().st_mtime_ns
+    assert outlined_finetune(work) == tuned and tuned.stat().st_mtime_ns == stamp
+    model = open_model(tuned)
+    assert (model.kind, model.base) == ("checkpoint", "demo_sd1")
+    whole, base = load_file(str(tuned)), load_file(str(zoo.path("demo_sd1_single")))
+    unet = load_file(str(zoo.path(FINETUNE_UNET)))
+    assert set(whole) == set(base)
+    assert all(torch.equal(whole[k], unet[k] if k in unet else base[k]) for k in base)
+    assert any(not torch.equal(unet[k], base[k]) for k in unet)
 
 
 def test_merge_tables_and_alpha_figure(work, variant):
