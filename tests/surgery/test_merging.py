@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from labkit import zoo
 from labkit.errors import IncompatibleModelError, LabkitError
 from labkit.identify.blocks import block_labels
-from labkit.surgery import merge, recipe_of
-from labkit.surgery.merging import key_action
+from labkit.surgery import merge, merging, recipe_of
+from labkit.surgery.merging import key_action, merged_pieces, merged_tensor
 from labkit.tensors import TensorInfo
 from tests.surgery import samples as S
 
@@ -108,6 +108,45 @@ def test_half_inputs_are_merged_with_float32_arithmetic_and_written_in_as_dtype(
             err32 += float((tm[name].float() - exact).abs().sum())
             err16 += float(((t * 0.7 + b_tensors[name].half() * 0.3).float() - exact).abs().sum())
         assert err32 < 0.9 * err16  # fp16 arithmetic (A1111's) rounds at every step: further off
+
+
+@pytest.mark.parametrize("piece", [7, 64, 1 << 20])
+def test_pieces_of_any_size_give_the_bits_of_the_formula_on_whole_tensors(monkeypatch, piece):
+    """merge computes a tensor in pieces of PIECE elements, the formulas in place on reused
+    float32 copies: every bit is that of torch.lerp (one dtype) or of the formula written out
+    on whole float32 tensors (mixed dtypes, add_difference), rounded once into A's dtype."""
+    monkeypatch.setattr(merging, "PIECE", piece)
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        a, b, c = (torch.randn(1001, generator=g).to(dtype) for _ in range(3))
+        for x in (0.3, 0.77):
+            cases = [
+                (torch.lerp(a, b, x), [a, b], "weighted"),
+                ((a.float() * (1 - x) + b.double().float() * x).to(dtype), [a, b.double()],
+                 "weighted"),
+                ((a.float() + (b.float() - c.float()) * x).to(dtype), [a, b, c], "add_difference"),
+            ]
+            for whole, tensors, mode in cases:
+                got = torch.cat([p.clone() for p in merged_pieces(tensors, mode, x)])
+                assert torch.equal(got, whole), (dtype, x, mode)
+                shaped = [t.reshape(7, 11, 13) for t in tensors]
+                assert torch.equal(merged_tensor("merged", shaped, mode, x), whole.reshape(7, 11, 13))
+
+
+def test_merge_leaves_torch_threads_as_it_found_them(abc, tmp_path):
+    """The maths runs on one thread inside merge; the caller's setting comes back, also after
+    a refusal."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        merge(abc[0], abc[1], out=tmp_path / "m.safetensors", progress=False)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(IncompatibleModelError):
+            merge(abc[0], zoo.path("demo_lora_striped"), out=tmp_path / "x.safetensors",
+                  progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_models_of_two_families_are_refused_naming_both_files(abc, tmp_path):
