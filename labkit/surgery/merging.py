@@ -145,10 +145,9 @@ def merged_pieces(tensors: list[torch.Tensor], mode: str, x: float,
         yield out
 
 
-def merged_tensor(action: str, tensors: list[torch.Tensor], mode: str, x: float,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """One output tensor in A's dtype, with float32 arithmetic whatever the inputs' dtype
-    (`out`: where to write it, A's shape and dtype; default a new tensor)."""
+def merged_tensor(action: str, tensors: list[torch.Tensor], mode: str, x: float) -> torch.Tensor:
+    """One output tensor (a new one) in A's dtype, with float32 arithmetic whatever the inputs'
+    dtype."""
     a = tensors[0]
     if action == "partial":  # the shared input channels merged, the extra ones A's
         merged = a.clone()
@@ -157,7 +156,7 @@ def merged_tensor(action: str, tensors: list[torch.Tensor], mode: str, x: float,
         return merged
     if action != "merged":
         return a
-    out = torch.empty_like(a) if out is None else out
+    out = torch.empty_like(a)
     flat, i = out.reshape(-1), 0
     for piece in merged_pieces(tensors, mode, x):
         flat[i:i + piece.numel()] = piece
