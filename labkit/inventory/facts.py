@@ -35,26 +35,30 @@ TOP_TAGS = 5
 _IDENTITIES: dict[object, Identity] = {}
 _MEMO_LIMIT = 4096
 _MEMO_BYTES = 256 * 2**20  # header texts kept as keys, at most (then the memo starts again)
+_held = 0  # bytes of header texts the memo holds as keys
 
 
 def identity_of(model: ModelFile) -> Identity:
     """model.identity, shared by every model of the same table and metadata in this process."""
     from labkit.identify import identify
 
+    global _held
     key = model.content_key or (tuple(model.table.items()), tuple(model.metadata.items()))
     found = _IDENTITIES.get(key)
     if found is None:
         found = identify(model.table, model.metadata)
-        held = sum(len(k) for k in _IDENTITIES if isinstance(k, bytes))
-        if len(_IDENTITIES) >= _MEMO_LIMIT or held > _MEMO_BYTES:
-            _IDENTITIES.clear()
+        if len(_IDENTITIES) >= _MEMO_LIMIT or _held > _MEMO_BYTES:
+            forget_identities()
         _IDENTITIES[key] = found
+        _held += len(key) if isinstance(key, bytes) else 0
     return found
 
 
 def forget_identities() -> None:
     """Empty this process's shared identities (a benchmark's cold run starts from none)."""
+    global _held
     _IDENTITIES.clear()
+    _held = 0
 
 
 def summary(model: ModelFile, identity: Identity | None = None) -> dict[str, object]:
