@@ -84,7 +84,8 @@ def file_parts(path: str | Path, names: list[str]) -> Iterator[tuple[str, Iterat
 
 
 def _described(path: str | Path, names: list[str]) -> Iterator[tuple[str, dict[str, float]]]:
-    with tensor_math.one_thread():
+    # The outer `reading`: the file's own errors (opened again here) as CorruptFileError too.
+    with tensor_math.one_thread(), reading(path, "its tensor data"):
         for name, parts in file_parts(path, names):
             with reading(path, f"tensor {name!r}"):
                 yield name, tensor_math.describe_parts(parts)

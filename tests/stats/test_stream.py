@@ -87,3 +87,14 @@ def test_a_worker_s_error_reaches_the_caller_with_the_file_named(path, spread):
     with pytest.raises(CorruptFileError, match="100 bytes missing") as caught:
         describe_file(path, ["ids", "big"], [616, 2000], jobs=2, progress=False)
     assert spread == [2] and caught.value.path == str(path)
+
+
+def test_a_file_that_cannot_be_read_again_is_a_corrupt_file_not_an_os_error(path, monkeypatch):
+    def gone(*_):
+        raise FileNotFoundError(2, "No such file or directory")
+        yield
+
+    monkeypatch.setattr(stream, "file_parts", gone)
+    with pytest.raises(CorruptFileError, match="its tensor data could not be read") as caught:
+        describe_file(path, ["big"], [2000], jobs=1, progress=False)
+    assert caught.value.path == str(path)
