@@ -35,9 +35,9 @@ def outlined_finetune(folder: str | os.PathLike) -> Path:
     zoo's tuned UNet with the base's text encoder and VAE, written once into `folder`.
     Raises LabkitError when the data folder lacks either file."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     from labkit import zoo
+    from labkit.surgery.tensorio import write_tensors
 
     out = Path(folder) / FINETUNE_NAME
     if out.exists():
@@ -47,10 +47,7 @@ def outlined_finetune(folder: str | os.PathLike) -> Path:
         tuned, names = set(unet.keys()), base.keys()
         tensors = {k: (unet if k in tuned else base).get_tensor(k) for k in names}
         metadata = {**(base.metadata() or {}), "labkit.unet_from": FINETUNE_UNET}
-    tmp = out.with_name(out.name + ".partial")
-    save_file(tensors, str(tmp), metadata)
-    os.replace(tmp, out)
-    return out
+    return write_tensors(out, tensors, metadata)
 
 
 def preview(model: str | os.PathLike, lora: str | os.PathLike | None = None,
