@@ -19,7 +19,7 @@ from labkit.cli import convert as convert_cli
 from labkit.cli import stats as stats_cli
 from labkit.cli import surgery as surgery_cli
 from labkit.cli.result import BAD_INPUT, OK, UNSAFE, Outcome
-from labkit.errors import LabkitError, UnsafeFileError
+from labkit.errors import LabkitError, NotAModelError, UnsafeFileError
 
 
 class Command(NamedTuple):
@@ -78,8 +78,15 @@ def _scan(path: str, _: argparse.Namespace) -> list[Outcome]:
     from labkit.inventory import content_format
 
     target = Path(path)
-    files = ([p for p in sorted(target.rglob("*")) if p.is_file() and content_format(p) == "pickle"]
-             if target.is_dir() else [target])
+    files = [target]
+    if target.is_dir():
+        formats = {p: content_format(p) for p in sorted(target.rglob("*")) if p.is_file()}
+        if not any(formats.values()):
+            raise NotAModelError(
+                "is a folder with no model file in it (no safetensors, pickle or GGUF file), so "
+                "there is nothing to scan.", path=target,
+                hint="Give the path of a model file, or of a folder that holds model files.")
+        files = [p for p, found in formats.items() if found == "pickle"]
     safe, globals_ = True, []
     for file in files:
         file_safe, found = _verdict_globals(file)

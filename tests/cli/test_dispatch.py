@@ -91,6 +91,22 @@ def test_scan_of_safetensors_is_safe_and_of_a_pointer_is_bad_input(capsys, files
     assert "LFS" in err
 
 
+def test_scan_of_a_folder_without_model_files_is_bad_input_not_safe(capsys, tmp_path, files):
+    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    empty.mkdir()
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not a model")
+    for folder in (empty, notes):
+        code, out, err = run(capsys, "scan", folder, "--json")
+        assert code == 2 and "no model file" in json_lines(out)[0]["error"], err
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "readme.txt").write_text("not a model")
+    files["lora"].rename(mixed / "lora.safetensors")
+    code, out, _ = run(capsys, "scan", mixed, "--json")
+    assert code == 0 and json_lines(out)[0]["verdict"] == "safe"
+
+
 def test_unsafe_beats_ok_and_bad_input_beats_unsafe(capsys, files):
     assert run(capsys, "scan", files["ckpt"], files["evil"])[0] == 1
     assert run(capsys, "scan", files["evil"], files["lfs"], files["ckpt"])[0] == 2
