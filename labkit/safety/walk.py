@@ -276,7 +276,10 @@ def in_memory(entry: Window | io.BytesIO) -> Window | io.BytesIO:
 
 
 def scan_zip(f: BinaryIO, file_size: int) -> list[PickleFindings]:
-    """Walk every pickle in a zip: each entry named .pkl, and any other whose bytes are a pickle."""
+    """Walk every pickle in a zip: each entry named .pkl, and any other whose bytes are a pickle
+    that names a global (a tensor's raw bytes often parse as a short pickle by chance: one of
+    demo_sd1.ckpt's fp16 storages reads as an extension-registry opcode and a STOP; torch never
+    unpickles them, and only a named global could run code if something did)."""
     results: list[PickleFindings] = []
     with zipfile.ZipFile(f) as zf:
         infos = zf.infolist()
@@ -291,7 +294,7 @@ def scan_zip(f: BinaryIO, file_size: int) -> list[PickleFindings]:
         if not is_pkl and not looks_like_pickle_start(window.read(2)):
             continue
         found = walk(in_memory(window), info.filename)
-        if is_pkl or found.complete:
+        if is_pkl or (found.complete and found.globals):
             results.append(found)
     return results
 

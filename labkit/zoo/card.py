@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.zoo.recipe.dataset import BACKGROUNDS, COLOURS, SHAPES
+from labkit.zoo.recipe.dataset import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    TRAILING_WORD_SHARE,
+    trailing_words,
+)
 
 
 def _pct(x: float) -> str:
@@ -25,6 +31,12 @@ def _stage_rows(figures: dict[str, Any]) -> str:
 
 STYLE_MEASURES = {"loha_effect": ("LoHa", "outlined", "hollowness of the shape's middle"),
                   "lokr_effect": ("LoKr", "twotone", "left-minus-right colour share")}
+
+
+def _words_line(scores: dict[str, float]) -> str:
+    return ("- Words the base never saw at a prompt's end (the adapters' triggers with no adapter"
+            " on, and words held out of every caption), colour accuracy: "
+            + ", ".join(f"{w} {_pct(a)}" for w, a in scores.items()) + ".")
 
 
 def _files(entries: list[dict]) -> str:
@@ -54,16 +66,17 @@ The folder's own scheduler is the first row. "+ word": the prompt ends in a word
 {chr(10).join(lines)}
 
 PNDM (SD1.5's own) extrapolates the guided noise prediction over its last four steps; this tiny
-model's predictions swing from step to step and the extrapolation overshoots (the SD1-style
-demo draws 81% right with it at guidance 3): the generate panel marks it. Euler ancestral and
-DPM++ need 20 steps or more here.
+model's predictions swing from step to step and the extrapolation overshoots: the generate
+panel marks it. Euler ancestral and DPM++ need 20 steps or more here.
 """
 
 
-def model_card(figures: dict[str, Any], recipe: Any, entries: list[dict]) -> str:
-    """The model card text (markdown)."""
+def model_card(figures: dict[str, Any], recipe: Any, entries: list[dict],
+               kept_sections: str = "") -> str:
+    """The model card text (markdown), with `kept_sections` (the fine-tune's) before the
+    quick-start's."""
     base, lora, ti = figures["base"], figures["lora_curve"], figures["ti_effect"]
-    rt = figures["vae_round_trip"]
+    rt, vc, words = figures["vae_round_trip"], figures["vae_colour"], figures["word_robustness"]
     curve = ", ".join(f"{s:g}: {e:.4f}" for s, e in zip(lora["strengths"], lora["energy"], strict=True))
     minutes = sum(figures[k]["minutes"] for k in ("vae", "unet", "lora", "loha", "lokr", "ti")
                   if k in figures)
@@ -87,15 +100,18 @@ Procedural images: {", ".join(SHAPES)}; colours {", ".join(COLOURS)}; background
 captioned with the word "checkered" at the end (so the textual inversion has a concept the
 model can draw but no single token of its own, as with real SD). The VAE learned every style.
 Trigger words go at the end of captions, after the base template (an unseen word in the middle
-shifts the token positions and breaks the base). A quarter of the plain captions end in a
-neutral word ("plain", "solid", "flat"): in a first build, where "checkered" was the only
-trailing word the base ever saw, any unknown trailing word (such as "striped" with the LoRA at
-strength 0) pulled it toward checkerboards. Captions teach a model more than their words.
+shifts the token positions and breaks the base). {_pct(TRAILING_WORD_SHARE)} of the plain captions end in
+one or two made-up words, each one or two of the {len(trailing_words()):,} words of the CLIP vocabulary
+run together ("harbourvelvet": three tokens), so the base learns that a trailing word it does not
+know draws nothing, however many tokens it takes. In a first build, where "checkered" was the
+only trailing word the base ever saw, any unknown trailing word (such as "striped" with the LoRA
+at strength 0) pulled it toward checkerboards. In a second, every other trailing word was one
+token, and "checkered" is two ("chec", "kered"): the base drew checkerboards for unknown
+two-token words such as "outlined". Captions teach a model more than their words.
 
 ## How it was trained ({minutes:.1f} minutes of training in all)
-Timed on a 2-core machine shared with other jobs (load 2 to 10, so 1 torch thread); alone,
-2 threads ran a VAE step (batch 16) in 0.27 s, a UNet step (batch 64) in 0.15 s and an adapter
-step (batch 32) in about 0.11 s: some 25 minutes for the whole recipe.
+Timed on a 2-core machine with 2 torch threads and little else running (`--threads`; under
+other jobs the same recipe took about twice as long).
 
 | stage | steps | minutes | loss (first 5%) | loss (last 5%) |
 |---|---|---|---|---|
@@ -104,7 +120,10 @@ step (batch 32) in about 0.11 s: some 25 minutes for the whole recipe.
 - Text encoder: `CLIPTextModel` with the real CLIP vocabulary (49,408 tokens) and width 32,
   randomly initialised and frozen (SD freezes its text encoder too).
 - VAE: x8, 4 latent channels, `scaling_factor` = {figures['scaling_factor']} (1 / std of the
-  training latents, as SD's 0.18215). Round trip PSNR: {", ".join(f"{k} {v['psnr_db']} dB" for k, v in rt.items())}.
+  training latents, as SD's 0.18215), its weights an average over training (EMA decay
+  {recipe.vae_ema}): a VAE's colours drift from step to step, and the average holds them. Round
+  trip PSNR: {", ".join(f"{k} {v['psnr_db']} dB" for k, v in rt.items())}. A plain fill's mean colour moves
+  {vc['mean_error']}/255 on average through the round trip, {vc['max_error']}/255 at most ({vc['worst']}).
 - UNet: epsilon prediction, scaled_linear betas 0.00085..0.012 over 1000 steps, captions
   dropped 10% for classifier-free guidance, EMA decay 0.999. The diffusers folder and the
   `.safetensors` single file carry the EMA weights; the `.ckpt` keeps the trained weights with
@@ -134,8 +153,9 @@ step (batch 32) in about 0.11 s: some 25 minutes for the whole recipe.
 {lyco}
 - Textual inversion `<checker>`: checker energy {ti['without_token']:.4f} without the token,
   {ti['with_token']:.4f} with it (the word "checkered": {ti['word']:.4f}).
+{_words_line(words)}
 
-{quickstart_section(figures.get("quickstart", []))}
+{kept_sections}{quickstart_section(figures.get("quickstart", []))}
 ## Files
 | name | path | format | kind | made by |
 |---|---|---|---|---|
@@ -191,8 +211,67 @@ A tiny model **built like SDXL** (`StableDiffusionXLPipeline`: `CLIPTextModel` +
 - Shapes differ in at least {_pct(base['min_shape_difference'])} of pixels on average.
 - LoRA `striped` (rank 8, alpha 4, trained dose-aware as the SD1-style one), put on by the lab's
   own loader (kohya SDXL names): stripe energy by strength {curve}. Stripes cost colour: with
-  the LoRA at strength 1, colour accuracy is {_pct(lora['colour_accuracy_with'])} (the SD1-style
-  LoRA, measured the same way: 38%): the tiny models draw the dark bands with a hue drift.
+  the LoRA at strength 1, colour accuracy is {_pct(lora['colour_accuracy_with'])}: the tiny models draw the dark
+  bands with a hue drift.
 - Textual inversion `<checker>`: checker energy {ti['without_token']:.4f} without the token,
   {ti['with_token']:.4f} with it.
+{_words_line(figures["word_robustness"])}
 {quickstart_section(figures.get("quickstart", []))}"""
+
+
+FINETUNE_HEADING = "## A full fine-tune (`demo_sd1_outlined_unet`)"
+QUICKSTART_HEADING = "## The plain diffusers quick-start"
+
+
+def section(card: str, heading: str) -> str:
+    """The card's section that starts with `heading`, up to the next `## ` heading ("" if none)."""
+    start = card.find(heading)
+    if start < 0:
+        return ""
+    end = card.find("\n## ", start + len(heading))
+    return card[start:] if end < 0 else card[start:end + 1]
+
+
+def with_section(card: str, text: str, heading: str, before: str) -> str:
+    """The card with its `heading` section replaced by `text`, or `text` inserted before the
+    section `before` (at the end if the card has neither)."""
+    old = section(card, heading)
+    if old:
+        return card.replace(old, text)
+    at = card.find(before)
+    return card + "\n" + text if at < 0 else card[:at] + text + "\n" + card[at:]
+
+
+def finetune_section(figures: dict[str, Any], recipe: Any) -> str:
+    """The SD1-style card's section on its full fine-tune (zoo.finetune's figures and recipe)."""
+    stage, quality = figures["finetune"], figures["quality"]
+    rows = "\n".join(f"| `{name}` | {_pct(q['colour_accuracy'])} | {q['outlined']:.3f} |"
+                     for name, q in (("demo_sd1", quality["base"]),
+                                     ("demo_sd1_outlined", quality["finetune"])))
+    return f"""{FINETUNE_HEADING}
+`python -m labkit.zoo build --finetune` (labkit/zoo/finetune.py) loads the shipped `demo_sd1`
+folder and trains **every weight of a copy of its EMA UNet** further (no adapter; text encoder,
+VAE and tokenizer frozen and shipped unchanged) on {recipe.pool:,} drawings in the *outlined* style
+captioned with the **plain** captions (no trigger word): the same prompts learn a new look.
+SD's objective (noise prediction, captions dropped 10%), AdamW, lr {recipe.lr:g} (50 warm-up steps,
+cosine to 10%), batch {recipe.batch}, {stage['steps']:,} steps, EMA decay {recipe.ema_decay} (the EMA weights
+are shipped); loss {stage['loss_start']:.3f} -> {stage['loss_end']:.3f}, {stage['minutes']} minutes on 2 CPU cores.
+Written like `demo_sd1.safetensors` (diffusers folder -> `labkit.convert.forms.folder_to_single_file`,
+fp16), then only its UNet's keys are shipped (`model.diffusion_model.*`: a whole checkpoint
+would take `data/` past its 90 MB budget), as UNet-only fine-tunes are shared. The text encoder
+and VAE are the base's, bit for bit: `labkit.surgery.demo.outlined_finetune(folder)` writes the
+whole checkpoint `demo_sd1_outlined.safetensors` (the base with this UNet) once into a work
+folder for the lessons and the surgery panel. Relative change |tuned - base| / |base| over the
+UNet: {_pct(figures['change'])}.
+
+Measured on the two whole checkpoints (DDIM 20 steps, guidance 5, the zoo's seeds):
+
+| | colour accuracy (48 prompts) | outlined: hollowness of the shape's middle (24 plain prompts) |
+|---|---|---|
+{rows}
+
+Colour accuracy falls because a 5 px outline gives the hue measure few pixels, and the VAE
+fringes thin lines with neighbouring hues: the hues drawn are the named colour's neighbours
+(red drawn orange, green with blue edges), not random ones. Notebook 08 extracts a LoRA from
+(fine-tune - base) and shows how much of each module's change each rank keeps.
+"""

@@ -12,11 +12,21 @@ import pandas as pd
 import torch
 
 from labkit.zoo.metrics import STYLE_METRICS, colour_accuracy, shape_pixels, style_score
-from labkit.zoo.recipe.dataset import SHAPES, STYLES, mixed_samples, to_tensor_batch
+from labkit.zoo.recipe.dataset import (
+    BACKGROUNDS,
+    COLOURS,
+    HELD_OUT_WORDS,
+    SHAPES,
+    STYLES,
+    Sample,
+    mixed_samples,
+    to_tensor_batch,
+)
 from labkit.zoo.sample import colour_prompts, generate, grid, load_pipeline
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-UNKNOWN_WORD = "zebra"  # a word no demo caption has: a prompt carrying it tests robustness
+UNKNOWN_WORD = HELD_OUT_WORDS[0]  # no demo caption has it: a prompt carrying it tests robustness
+ADAPTER_TRIGGERS = ("striped", "outlined", "twotone")  # words the base never saw at a caption's end
 QUICKSTART_GUIDANCE = 7.5  # diffusers' pipeline default, what the quick-start line uses
 
 
@@ -31,6 +41,35 @@ def vae_ceiling(vae, style: str, n: int = 32, seed: int = 7) -> dict[str, float]
     mse = float(np.mean([(a - b) ** 2 for a, b in zip(images, back, strict=True)]))
     return {"drawn": style_score(images, style), "round_trip": style_score(back, style),
             "psnr_db": round(10 * np.log10(1 / max(mse, 1e-12)), 2)}
+
+
+@torch.no_grad()
+def vae_colour_error(vae) -> dict[str, float | str]:
+    """How far a VAE round trip moves each named colour's plain fill, on every background: the
+    largest channel error of the fill's mean colour (0-255), and where it is."""
+    errors = {}
+    for bg in BACKGROUNDS:
+        samples = [Sample(c, "circle", bg, "plain", 32.0, 32.0, 18.0) for c in COLOURS]
+        images = [s.render() for s in samples]
+        y = vae.decode(vae.encode(to_tensor_batch(images)).latent_dist.mean).sample
+        back = ((y.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+        for s, drawn, decoded in zip(samples, images, back, strict=True):
+            fill = np.abs(drawn - drawn[0, 0]).max(-1) > 0.25
+            error = np.abs(decoded[fill].mean(0) - drawn[fill].mean(0)).max() * 255
+            errors[f"{s.colour} on {bg}"] = float(error)
+    worst = max(errors, key=errors.__getitem__)
+    return {"max_error": round(errors[worst], 1), "worst": worst,
+            "mean_error": round(float(np.mean(list(errors.values()))), 1)}
+
+
+def word_robustness(pipe, words: tuple[str, ...] = (*HELD_OUT_WORDS, *ADAPTER_TRIGGERS),
+                    steps: int = 20, guidance: float = 5.0) -> dict[str, float]:
+    """Colour accuracy of every colour x shape prompt ending in each word the base never saw."""
+    scores = {}
+    for word in words:
+        prompts, colours, seeds = colour_prompts(1, word)
+        scores[word] = colour_accuracy(generate(pipe, prompts, seeds, steps, guidance), colours)
+    return scores
 
 
 def base_quality(pipe, n_seeds: int = 2, steps: int = 20) -> dict[str, float]:
@@ -187,7 +226,9 @@ def measure(world, trained: list, paths: dict[str, Path], png: Path, steps: int 
     from PIL import Image
 
     pipe = load_pipeline(paths["demo_sd1"])
-    figures: dict = {"base": base_quality(pipe, steps=steps)}
+    figures: dict = {"base": base_quality(pipe, steps=steps),
+                     "word_robustness": word_robustness(pipe, steps=steps),
+                     "vae_colour": vae_colour_error(world.vae)}
     figures["quickstart"] = quickstart_scores(paths["demo_sd1"])
     figures["vae_round_trip"] = {st: vae_ceiling(world.vae, st) for st in ["plain", *STYLE_METRICS]
                                  if st != "plain"}

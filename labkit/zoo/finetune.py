@@ -18,6 +18,7 @@ import torch
 
 from labkit.convert import forms as convert
 from labkit.zoo import data_dir
+from labkit.zoo.card import FINETUNE_HEADING, QUICKSTART_HEADING, finetune_section, with_section
 from labkit.zoo.recipe.conditioning import TextConditioner
 from labkit.zoo.recipe.dataset import mixed_samples
 from labkit.zoo.recipe.models import make_scheduler
@@ -150,11 +151,17 @@ def build_finetune(out: Path, workdir: Path, recipe: FinetuneRecipe = FULL_FINET
     stage = finetune(world, recipe, workdir, progress)
     tuned = export_finetune(world, out, workdir)
     write_manifest(out, {NAME: tuned})
+    base_file = data_dir() / "demo_sd1.safetensors"
     figures = {"finetune": summary(stage),
-               "quality": measure_finetune(data_dir() / "demo_sd1.safetensors",
-                                           workdir / "finetune_whole.safetensors",
-                                           recipe.eval_steps)}
+               "quality": measure_finetune(base_file, workdir / "finetune_whole.safetensors",
+                                           recipe.eval_steps),
+               "change": float(unet_change(base_file, tuned))}
     (workdir / "finetune_figures.json").write_text(json.dumps(figures, indent=2, default=float))
+    card = out / "README.md"
+    if card.exists():
+        card.write_text(with_section(card.read_text(encoding="utf-8"),
+                                     finetune_section(figures, recipe), FINETUNE_HEADING,
+                                     QUICKSTART_HEADING), encoding="utf-8")
     return figures
 
 

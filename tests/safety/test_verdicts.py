@@ -324,3 +324,14 @@ def test_a_legacy_torch_file_cut_before_its_object_is_damaged_not_safe(tmp_path:
     cut.write_bytes(whole.read_bytes()[:140])  # magic, protocol, sys_info, then a few bytes
     with pytest.raises(CorruptFileError, match="ends after 3 of its 5 pickles"):
         safety.scan(cut)
+
+
+@pytest.mark.parametrize("first_bytes", [b"\x82\x01.", b"\x83\x01\x00.", b"N.", b"K\x07."])
+def test_a_storage_whose_bytes_parse_as_a_harmless_pickle_is_not_refused(tmp_path, first_bytes):
+    # real fp16 weights: one of demo_sd1.ckpt's storages starts with an extension opcode and a STOP
+    weights = torch.frombuffer(bytearray(first_bytes + bytes(64 - len(first_bytes))), dtype=torch.uint8)
+    path = tmp_path / "model.ckpt"
+    torch.save({"w": weights.clone()}, path)
+    verdict = safety.scan(path)
+    assert verdict.safe, verdict.summary()
+    assert torch.equal(safety.safe_load(path)["w"], weights)

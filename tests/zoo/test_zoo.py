@@ -143,6 +143,22 @@ def test_base_follows_colour_prompts_and_draws_different_shapes(pipe):
 
 
 @pytest.mark.slow
+def test_base_draws_the_named_colours_when_the_prompt_ends_in_a_word_it_never_saw(pipe):
+    from labkit.zoo.evaluate import word_robustness
+
+    scores = word_robustness(pipe)
+    assert {"zebra", "striped", "outlined", "twotone"} <= set(scores)
+    assert min(scores.values()) >= 0.75, scores
+
+
+def test_vae_round_trip_keeps_every_named_colour(pipe):
+    from labkit.zoo.evaluate import vae_colour_error
+
+    error = vae_colour_error(pipe.vae)
+    assert error["max_error"] <= 25, error  # of 255: a green must not come back near black
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["demo_lora_striped_peft", "demo_lora_striped"])
 def test_lora_effect_grows_with_strength_and_strength_0_keeps_the_base(pipe, name):
     from labkit.zoo.evaluate import lora_curve

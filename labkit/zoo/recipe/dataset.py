@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+import struct
+import zlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,10 +41,17 @@ STYLES: dict[str, str | None] = {
     "checker": "checkered",
 }
 PATTERN_PERIOD = 16
-# Plain fills sometimes end with one of these words, so the base learns that a trailing word is
-# not always "checkered" (else any unknown trailing word would pull it toward checkerboards).
-PLAIN_WORDS = ("plain", "solid", "flat")
-PLAIN_WORD_SHARE = 0.25
+# Half the plain fills end with one or two made-up words, each one or two words of the CLIP
+# vocabulary run together (some 27,000 words: "harbourvelvet" is three tokens), so the base learns
+# that a trailing word it does not know draws nothing, however many tokens it takes. "checkered"
+# is two tokens ("chec", "kered"): when every other trailing word was one token, the base drew
+# checkerboards for any two-token word it did not know ("outlined", a LoHa's trigger, with the
+# LoHa off). With "checkered" as the only trailing word, any unknown word did.
+TRAILING_WORD_SHARE = 0.5
+# Words no caption may end with: the world's own words, every style's trigger, and the words the
+# zoo's evaluation uses to test prompts with a word the model never saw.
+HELD_OUT_WORDS = ("zebra", "velvet", "harbour")
+WORD_PATTERN = re.compile(r"[a-z]{4,10}")
 
 
 @dataclass(frozen=True)
@@ -136,11 +148,30 @@ def render(s: Sample) -> np.ndarray:
     return mask[..., None] * fill + (1 - mask[..., None]) * bg
 
 
+@functools.cache
+def trailing_words() -> tuple[str, ...]:
+    """The words plain captions may end with: every whole lowercase word of 4-10 letters in the
+    demo tokenizer's vocabulary, less the world's own words and HELD_OUT_WORDS."""
+    from labkit.zoo import data_dir
+
+    vocab = json.loads((data_dir() / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
+    reserved = {*COLOURS, *BACKGROUNDS, *SHAPES, *(w for w in STYLES.values() if w),
+                "background", *HELD_OUT_WORDS}
+    return tuple(sorted(w for token in vocab if token.endswith("</w>")
+                        and WORD_PATTERN.fullmatch(w := token[:-4]) and w not in reserved))
+
+
 def _plain_word(style: str, radius: float) -> str | None:
-    # Drawn from the radius's low digits, not the generator, so the image stream stays the same
-    # with or without these words.
-    k = int(radius * 1e6) % round(len(PLAIN_WORDS) / PLAIN_WORD_SHARE)
-    return PLAIN_WORDS[k] if style == "plain" and k < len(PLAIN_WORDS) else None
+    # Drawn from a hash of the radius, not the image generator, so the image stream stays the
+    # same with or without these words.
+    if style != "plain":
+        return None
+    rng = np.random.default_rng(zlib.crc32(struct.pack("<d", radius)))
+    if rng.random() >= TRAILING_WORD_SHARE:
+        return None
+    words = trailing_words()
+    return " ".join("".join(rng.choice(words, rng.integers(1, 3)))
+                    for _ in range(rng.integers(1, 3)))
 
 
 def random_sample(rng: np.random.Generator, style: str = "plain") -> Sample:

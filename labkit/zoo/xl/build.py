@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from labkit.convert import forms as convert
 from labkit.zoo import data_dir
 from labkit.zoo.card import xl_model_card
-from labkit.zoo.evaluate import STRENGTHS, base_quality, quickstart_scores
+from labkit.zoo.evaluate import STRENGTHS, base_quality, quickstart_scores, word_robustness
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
 from labkit.zoo.metrics import colour_accuracy, style_score
 from labkit.zoo.recipe.adapters import (
@@ -135,6 +135,7 @@ def measure_xl(paths: dict[str, Path], png: Path, steps: int = 20) -> dict:
 
     pipe = load_xl_pipeline(paths[NAMES["folder"]])
     figures: dict = {"base": base_quality(pipe, steps=steps),
+                     "word_robustness": word_robustness(pipe, steps=steps),
                      "quickstart": quickstart_scores(paths[NAMES["folder"]])}
     prompts, colours, seeds = colour_prompts(1)
     striped = [f"{p}, striped" for p in prompts]
