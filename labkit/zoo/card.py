@@ -102,7 +102,7 @@ model can draw but no single token of its own, as with real SD). The VAE learned
 Trigger words go at the end of captions, after the base template (an unseen word in the middle
 shifts the token positions and breaks the base). {_pct(TRAILING_WORD_SHARE)} of the plain captions end in
 one or two made-up words, each one or two of the {len(trailing_words()):,} words of the CLIP vocabulary
-run together ("harbourvelvet": three tokens), so the base learns that a trailing word it does not
+run together ("gardenpiano": two tokens), so the base learns that a trailing word it does not
 know draws nothing, however many tokens it takes. In a first build, where "checkered" was the
 only trailing word the base ever saw, any unknown trailing word (such as "striped" with the LoRA
 at strength 0) pulled it toward checkerboards. In a second, every other trailing word was one

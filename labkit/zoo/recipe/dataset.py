@@ -42,7 +42,7 @@ STYLES: dict[str, str | None] = {
 }
 PATTERN_PERIOD = 16
 # Half the plain fills end with one or two made-up words, each one or two words of the CLIP
-# vocabulary run together (some 27,000 words: "harbourvelvet" is three tokens), so the base learns
+# vocabulary run together (some 27,000 words: "gardenpiano" is two tokens), so the base learns
 # that a trailing word it does not know draws nothing, however many tokens it takes. "checkered"
 # is two tokens ("chec", "kered"): when every other trailing word was one token, the base drew
 # checkerboards for any two-token word it did not know ("outlined", a LoHa's trigger, with the
