@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.zoo.metrics import STYLE_METRICS, colour_accuracy, shape_pixels, style_score
+from labkit.zoo.metrics import STYLE_METRICS, colour_accuracy, foreground, shape_pixels, style_score
+from labkit.zoo.recipe.adapters import ADAPTERS
 from labkit.zoo.recipe.dataset import (
     BACKGROUNDS,
     COLOURS,
@@ -26,7 +27,8 @@ from labkit.zoo.sample import colour_prompts, generate, grid, load_pipeline
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 UNKNOWN_WORD = HELD_OUT_WORDS[0]  # no demo caption has it: a prompt carrying it tests robustness
-ADAPTER_TRIGGERS = ("striped", "outlined", "twotone")  # words the base never saw at a caption's end
+# words the base never saw at a caption's end
+ADAPTER_TRIGGERS = tuple(spec.trigger for spec in ADAPTERS)
 QUICKSTART_GUIDANCE = 7.5  # diffusers' pipeline default, what the quick-start line uses
 
 
@@ -54,7 +56,7 @@ def vae_colour_error(vae) -> dict[str, float | str]:
         y = vae.decode(vae.encode(to_tensor_batch(images)).latent_dist.mean).sample
         back = ((y.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
         for s, drawn, decoded in zip(samples, images, back, strict=True):
-            fill = np.abs(drawn - drawn[0, 0]).max(-1) > 0.25
+            fill = foreground(drawn)
             error = np.abs(decoded[fill].mean(0) - drawn[fill].mean(0)).max() * 255
             errors[f"{s.colour} on {bg}"] = float(error)
     worst = max(errors, key=errors.__getitem__)
