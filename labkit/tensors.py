@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 import torch
@@ -52,6 +56,48 @@ class TensorInfo(NamedTuple):
     def nbytes(self) -> int:
         """Size of the data in bytes."""
         return int(self.numel * DTYPES[self.dtype][1])
+
+
+class TensorTable(Mapping[str, TensorInfo]):
+    """name -> TensorInfo in file order, kept as columns (a header's): each TensorInfo is made
+    when asked, so opening a file makes none of its ~1000 (their making and the collector's
+    visits cost more than the rest of an inspect)."""
+
+    def __init__(self, names: list[str], shapes: Sequence[Sequence[int]], dtypes: Sequence[str],
+                 numels: Sequence[int] | None = None):
+        self.names, self.shapes, self.dtypes = names, shapes, dtypes
+        self.numels = list(map(math.prod, shapes)) if numels is None else numels
+        self.index = dict(zip(names, range(len(names)), strict=True))  # str -> int: no GC visits
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        i = self.index[name]
+        return TensorInfo(tuple(self.shapes[i]), self.dtypes[i])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        return f"TensorTable({len(self)} tensors)"
+
+
+def dtype_counts(table: Mapping[str, TensorInfo]) -> Counter[str]:
+    """How many tensors of each dtype (safetensors names) a table holds."""
+    if isinstance(table, TensorTable):
+        return Counter(table.dtypes)
+    return Counter(map(itemgetter(1), table.values()))
+
+
+def n_params(table: Mapping[str, TensorInfo]) -> int:
+    """The number of elements of all tensors of a table."""
+    if isinstance(table, TensorTable):
+        return sum(table.numels)
+    return sum(map(math.prod, map(itemgetter(0), table.values())))
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -13,7 +12,7 @@ import torch
 from labkit.errors import CorruptFileError, IncompatibleModelError, LabkitError
 from labkit.hashes import file_hashes
 from labkit.identify import identify
-from labkit.tensors import DTYPES, TensorInfo, info_of
+from labkit.tensors import DTYPES, TensorInfo, dtype_counts, info_of, n_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,7 +131,7 @@ class OneSource(Mapping[str, tuple[TensorSource, str]]):
 class ModelFile:
     """An opened model: format, tensor table in file order, metadata; tensors load on demand."""
 
-    def __init__(self, path: Path, format: str, table: dict[str, TensorInfo],
+    def __init__(self, path: Path, format: str, table: Mapping[str, TensorInfo],
                  metadata: dict[str, str], where: Mapping[str, tuple[TensorSource, str]],
                  components: dict[str, Path] | None = None, content_key: bytes | None = None):
         self.path = path
@@ -224,7 +223,7 @@ class ModelFile:
     @property
     def n_params(self) -> int:
         """Total number of elements over all tensors."""
-        return sum(i.numel for i in self.table.values())
+        return n_params(self.table)
 
     @property
     def nbytes(self) -> int:
@@ -233,7 +232,7 @@ class ModelFile:
 
     def _summary(self) -> dict[str, str]:
         kind, base = self.kind, self.base
-        dtypes = Counter(i.dtype for i in self.table.values())
+        dtypes = dtype_counts(self.table)
         return {
             "format": self.format, "kind": kind, "base": base,
             "tensors": f"{len(self.table):,}", "params": f"{self.n_params:,}",

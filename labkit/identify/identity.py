@@ -6,17 +6,16 @@ Never from file names: a renamed file is identified the same.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
-from operator import itemgetter, methodcaller
+from operator import methodcaller
 from typing import NamedTuple
 
 from labkit.identify import rules as R
 from labkit.identify.adapters import adapter
 from labkit.identify.embedding_forms import PART_FORMS, embedding
 from labkit.identify.told import Identity, prediction_variants, told_base
-from labkit.tensors import TensorInfo
+from labkit.tensors import TensorInfo, dtype_counts
 
 Table = Mapping[str, TensorInfo]
 
@@ -60,7 +59,7 @@ def _notes(table: Table, set_aside: int) -> list[str]:
         notes.append(f"{set_aside - len(buffers)} EMA keys under model_ema. (set aside)")
     if buffers:
         notes.append("schedule buffers (set aside): " + ", ".join(buffers))
-    dtypes = Counter(map(itemgetter(1), table.values()))  # TensorInfo's dtype
+    dtypes = dtype_counts(table)
     if dtypes:
         notes.append("dtypes: " + ", ".join(f"{d} x{n}" for d, n in dtypes.most_common()))
     return notes

@@ -7,15 +7,13 @@ JSON-ready dict out (or None for a file that is no model), so rows travel and ca
 from __future__ import annotations
 
 import json
-import math
-from collections import Counter
 from collections.abc import Mapping
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import LabkitError, UnsafeFileError
 from labkit.inventory.finding import DIFFUSERS, listed_format
+from labkit.tensors import dtype_counts, n_params
 
 if TYPE_CHECKING:
     from labkit.files.opener import ModelFile
@@ -64,7 +62,7 @@ def forget_identities() -> None:
 def summary(model: ModelFile, identity: Identity | None = None) -> dict[str, object]:
     """The facts of an opened model: format, identity, tensor count, parameter count, dtypes."""
     identity = identity or model.identity
-    dtypes = Counter(map(itemgetter(1), model.table.values()))  # TensorInfo's dtype
+    dtypes = dtype_counts(model.table)
     return {
         "format": model.format,
         "kind": identity.kind,
@@ -73,7 +71,7 @@ def summary(model: ModelFile, identity: Identity | None = None) -> dict[str, obj
         "base_source": identity.base_source,
         "evidence": list(identity.evidence),
         "n_tensors": len(model.table),
-        "n_params": sum(map(math.prod, map(itemgetter(0), model.table.values()))),
+        "n_params": n_params(model.table),
         "dtypes": dict(sorted(dtypes.items(), key=lambda kv: -kv[1])),
     }
 

@@ -72,3 +72,11 @@ def test_the_half_scan_tells_what_counting_every_key_tells(n):
         for keys in ([hint] * hits + [plain] * (n - hits), [plain] * (n - hits) + [hint] * hits):
             assert looks_like_adapter(keys) == (2 * hits >= n), (hits, keys)
     assert not looks_like_adapter([])
+
+
+def test_a_newline_inside_a_key_neither_hides_nor_makes_an_adapter():
+    """The half-scan searches the keys joined by newlines: a key holding one must not fool it."""
+    plain = "model.diffusion_model.x.weight"
+    assert looks_like_adapter(["unet.x.alpha", "unet.y.diff_b", plain])
+    assert not looks_like_adapter(["x.alpha\nwhatever", "y.diff\nz", plain])  # no key ends so
+    assert looks_like_adapter(["x.weight\nlora", "y.dora_scale", plain])
