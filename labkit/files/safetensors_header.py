@@ -11,8 +11,8 @@ import gc
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, repeat
 from operator import itemgetter, mul, sub
 from pathlib import Path
 from typing import NamedTuple
@@ -146,17 +146,15 @@ def _fast(raw: bytes, file_size: int) -> SafetensorsHeader | None:
     names, entries = list(header), list(header.values())
     if not entries:
         return None  # an empty table: the exact reader says what it is
-    try:
-        if not (_all(type, entries, dict) and _all(len, entries, 3)):
+    try:  # an entry that is no dict, or a pair that is no list of two, fails a step here
+        if not _all(len, entries, 3):
             return None
         dtypes, shapes, pairs = (list(map(field, entries)) for field in _FIELDS)
-        if not (_all(type, pairs, list) and _all(len, pairs, 2)):
-            return None
         begins, ends = map(list, zip(*pairs, strict=True))
         bits = list(map(_BITS.__getitem__, dtypes))
+        if not _all(type, shapes, list) or not _uints(chain(begins, ends, *shapes)):
+            return None
     except (KeyError, TypeError, ValueError):  # a key missing, an unhashable dtype, not a pair
-        return None
-    if not _all(type, shapes, list) or not _uints(chain(begins, ends, *shapes)):
         return None
     # A duplicate key anywhere leaves orjson's objects fewer keys than the text has ':' outside
     # strings: the text holds no escaped ':' and its strings are names, metadata and dtypes.
@@ -171,7 +169,7 @@ def _fast(raw: bytes, file_size: int) -> SafetensorsHeader | None:
         if begins[0] != 0 or begins[1:] != ends[:-1]:
             return None
     numels = list(map(math.prod, shapes))
-    if (list(map(mul, numels, bits)) != [8 * d for d in map(sub, ends, begins)]
+    if (list(map(mul, numels, bits)) != list(map(mul, map(sub, ends, begins), repeat(8)))
             or ends[-1] + 8 + len(raw) != file_size):
         return None
     table = TensorTable(names, shapes, dtypes, numels)
@@ -183,9 +181,9 @@ def _all(fn: object, values: list, expected: object) -> bool:
     return set(map(fn, values)) == {expected}  # type: ignore[call-overload]
 
 
-def _uints(values: object) -> bool:
+def _uints(values: Iterable[object]) -> bool:
     """True when every value is an int (not a bool) >= 0."""
-    values = list(values)  # type: ignore[call-overload]
+    values = list(values)
     return not values or (set(map(type, values)) == {int} and min(values) >= 0)
 
 

@@ -206,6 +206,16 @@ TRICKY = {
     "a gap out of data order": build({
         "b": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]},
         "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, bytes(4)),
+    "data_offsets a two-letter string": build(
+        {"a": {"dtype": "U8", "shape": [1], "data_offsets": "01"}}, bytes(1)),
+    "data_offsets an object of two keys": build(
+        {"a": {"dtype": "U8", "shape": [1], "data_offsets": {"0": 0, "1": 1}}}, bytes(1)),
+    "data_offsets of false and true": build(
+        {"a": {"dtype": "U8", "shape": [1], "data_offsets": [False, True]}}, bytes(1)),
+    "shape an empty string": build({"a": {"dtype": "U8", "shape": "", "data_offsets": [0, 1]}},
+                                   bytes(1)),
+    "entry a three-letter string": build({"a": "abc"}, bytes(1)),
+    "entry a list of the three field names": build({"a": ["dtype", "shape", "data_offsets"]}),
     "good": _VALID,
 }
 
