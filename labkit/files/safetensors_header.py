@@ -11,8 +11,8 @@ import gc
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, repeat
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from operator import itemgetter, mul, sub
 from pathlib import Path
 from typing import NamedTuple
@@ -26,10 +26,13 @@ _REDOWNLOAD = "The file is damaged or was cut short: download it again."
 _OFF_SPEC = ("The tool that wrote it broke the format and safetensors itself refuses it; downloading "
              "again will not help: ask its author for a fixed copy.")
 _BITS = {name: int(size * 8) for name, (_, size) in DTYPES.items()}
+_DIGITS_AND_LISTS = b"0123456789,[]"
 _FIELDS = tuple(map(itemgetter, ("dtype", "shape", "data_offsets")))
 
 try:  # a C JSON parser 3-5x faster than json's on a 160 kB header; json does the same without it
     from orjson import JSONDecodeError as _OrjsonError
+    from orjson import JSONEncodeError as _OrjsonWriteError
+    from orjson import dumps as _orjson_dumps
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - orjson is a dependency
     _orjson_loads = None
@@ -152,7 +155,7 @@ def _fast(raw: bytes, file_size: int) -> SafetensorsHeader | None:
         dtypes, shapes, pairs = (list(map(field, entries)) for field in _FIELDS)
         begins, ends = map(list, zip(*pairs, strict=True))
         bits = list(map(_BITS.__getitem__, dtypes))
-        if not _all(type, shapes, list) or not _uints(chain(begins, ends, *shapes)):
+        if not _all(type, shapes, list) or not _uints(begins, ends, shapes):
             return None
     except (KeyError, TypeError, ValueError):  # a key missing, an unhashable dtype, not a pair
         return None
@@ -181,10 +184,15 @@ def _all(fn: object, values: list, expected: object) -> bool:
     return set(map(fn, values)) == {expected}  # type: ignore[call-overload]
 
 
-def _uints(values: Iterable[object]) -> bool:
-    """True when every value is an int (not a bool) >= 0."""
-    values = list(values)
-    return not values or (set(map(type, values)) == {int} and min(values) >= 0)
+def _uints(begins: list, ends: list, shapes: list[list]) -> bool:
+    """True when every offset and every size of the (list) shapes is an int >= 0 below 2**64: no
+    bool, float, string or list among them. orjson writes them back, in C, as nothing but digits,
+    commas and one '[' per list: a type test per value costs three times as much."""
+    try:
+        text = _orjson_dumps((begins, ends, shapes))
+    except _OrjsonWriteError:  # an int of 2**64 or more
+        return False
+    return not text.translate(None, _DIGITS_AND_LISTS) and text.count(b"[") == len(shapes) + 4
 
 
 def parse(head: bytes, file_size: int) -> SafetensorsHeader:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from itertools import compress, repeat
 from operator import methodcaller
 from typing import NamedTuple
 
@@ -81,7 +82,7 @@ def _looked_for(keys: list[str]) -> str:
 
 def _find_components(table: Table, keys: list[str]) -> list[_Component]:
     """Components proven by marker keys, in table order; one component per key prefix."""
-    candidates = list(filter(methodcaller("endswith", _MARKERS), keys))
+    candidates = list(compress(keys, map(str.endswith, keys, repeat(_MARKERS))))
     found: list[_Component] = []
     claimed: set[str] = set()
     for row in R.COMPONENTS:

@@ -216,6 +216,20 @@ TRICKY = {
                                    bytes(1)),
     "entry a three-letter string": build({"a": "abc"}, bytes(1)),
     "entry a list of the three field names": build({"a": ["dtype", "shape", "data_offsets"]}),
+    "a list inside a shape": build({"a": {"dtype": "U8", "shape": [[1]], "data_offsets": [0, 1]}},
+                                   bytes(1)),
+    "a shape of an int beside a list inside a shape": build({
+        "a": {"dtype": "U8", "shape": 1, "data_offsets": [0, 1]},
+        "b": {"dtype": "U8", "shape": [[1]], "data_offsets": [1, 2]}}, bytes(2)),
+    "an offset that is a list": build({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, [1]]}},
+                                      bytes(1)),
+    "a negative size": build({"a": {"dtype": "U8", "shape": [-1, -1], "data_offsets": [0, 1]}},
+                             bytes(1)),
+    "a float size": build({"a": {"dtype": "U8", "shape": [1.0], "data_offsets": [0, 1]}}, bytes(1)),
+    "a float offset": build({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0.0, 1]}},
+                            bytes(1)),
+    "a size of 2**64 - 1": build({"a": {"dtype": "U8", "shape": [2**64 - 1, 0],
+                                        "data_offsets": [0, 0]}}),
     "good": _VALID,
 }
 
