@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadavg import load_line
 from safetensors import safe_open
 
 import labkit.files.opener  # noqa: F401 - imported before timing, as the anchor's library is
@@ -81,7 +82,8 @@ def check(frame, paths: list[Path]) -> None:
 def line(name: str, lab: list[float], base: list[float], what: str, target: float | None) -> None:
     ratio = statistics.median(lab) / statistics.median(base)
     goal = f" target <= {target}" if target is not None else ""
-    print(f"{name}: {ratio:.3f}x ({what}: {statistics.median(lab):.2f} s vs "
+    indent = "" if target is not None else "  "  # a figure without a target is context
+    print(f"{indent}{name}: {ratio:.3f}x ({what}: {statistics.median(lab):.2f} s vs "
           f"{statistics.median(base):.2f} s, median of {len(lab)}){goal}")
 
 
@@ -114,9 +116,7 @@ def main() -> None:
             times["own_anchor"].append(timed(anchor, own)[0])
             times["own_cold"].append(timed(catalog, Path(tmp) / "own", progress=False, jobs=jobs,
                                            cache=False)[0])
-    print(f"bench_catalog: {n} sparse files of {len(LAYOUT_NAMES)} real layouts, jobs {jobs}, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-          f"on {os.cpu_count()} CPUs")
+    print(f"bench_catalog: {n} sparse files of {len(LAYOUT_NAMES)} real layouts, jobs {jobs}")
     print(f"  files per second: cold {n / statistics.median(times['cold']):.0f}, "
           f"safe_open().keys() {n / statistics.median(times['anchor']):.0f}, "
           f"cached {n / statistics.median(times['cached']):.0f}")
@@ -126,6 +126,7 @@ def main() -> None:
     line("jobs_n_vs_jobs_1_cold", times["cold"], times["cold_1"], f"{jobs} processes vs 1", None)
     line("own_metadata_cold_vs_safe_open_keys", times["own_cold"], times["own_anchor"],
          f"{len(own)} files, each its own metadata", None)
+    print(load_line())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from loadavg import load_line
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -80,6 +81,7 @@ def main() -> int:
     compare("nearest_tokens vs one matrix product + topk",
             lambda: nearest_tokens(query, te, tokenizer, k=K),
             lambda: torch.topk(unit @ (query / query.norm()), K), "<= 1.5")
+    print(load_line())
     return 0
 
 

@@ -9,13 +9,13 @@ Usage: python benchmarks/bench_inspect.py
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from loadavg import load_line  # noqa: E402
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -92,7 +92,7 @@ def main() -> None:
         read = {fn.__name__: bytes_read_by(fn, path) for fn in (inspect, load_file, load_pread)}
         print(f"  bytes read (read/pread calls) from the {size:,}-byte file: "
               + ", ".join(f"{name} {n:,}" for name, n in read.items()))
-        print(f"  load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+        print(load_line())
 
 
 if __name__ == "__main__":

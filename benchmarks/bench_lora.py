@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from loadavg import load_line
+
 REPO = Path(__file__).resolve().parents[1]
 REPEATS = 3
 STRENGTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -82,6 +84,7 @@ def main() -> int:
               f"{STEPS} steps, {pipe.device}, {torch.get_num_threads()} threads "
               f"(batched vs set_adapters loop): {lab / anchor:.2f}x ({lab:.2f} s vs "
               f"{anchor:.2f} s, median of {REPEATS}) target <= 0.5", flush=True)
+    print(load_line())
     return 0
 
 

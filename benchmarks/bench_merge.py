@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from bench_stats import make_file
+from loadavg import load_line
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -115,7 +116,7 @@ def main(repeats: int = 3) -> int:
         largest = max(make_file(a), make_file(b))
         env = os.environ | {"LABKIT_CACHE": str(Path(tmp) / "cache")}
         size = a.stat().st_size + b.stat().st_size
-        print(f"files: 2 x {a.stat().st_size / 1e9:.2f} GB, largest tensor {largest / MB:.0f} MB")
+        print(f"  files: 2 x {a.stat().st_size / 1e9:.2f} GB, largest tensor {largest / MB:.0f} MB")
         cat_seconds(a, b)  # warm the page cache
         first = run_side("lab", a, b, out, env)
         runs: dict[str, list] = {"cat": [], "copy": [], "floor": [], "behind": [], "lab": [],
@@ -129,16 +130,17 @@ def main(repeats: int = 3) -> int:
                 runs[side].append(run_side(side, a, b, out, env))
     cat, copy = statistics.median(runs["cat"]), statistics.median(runs["copy"])
     floor, behind = statistics.median(runs["floor"]), statistics.median(runs["behind"])
-    print(f"merge time, first run (hashing the sources): {first['seconds'] / cat:.1f}x "
-          f"({first['seconds']:.2f} s vs cat A B {cat:.2f} s, 1 run) target <= 1.5")
+    print(f"  merge time, first run (hashing the sources for the cache of hashes): "
+          f"{first['seconds'] / cat:.1f}x ({first['seconds']:.2f} s vs cat A B {cat:.2f} s, 1 run)")
     for side, label in (("lab", "merge"), ("load_all", "A1111-style load, merge, save")):
         secs = statistics.median(r["seconds"] for r in runs[side])
         peak = statistics.median(r["peak_mb"] for r in runs[side])
         base = statistics.median(r["base_mb"] for r in runs[side])
         target = " target <= 1.5" if side == "lab" else ""
-        print(f"{label} time: {secs / cat:.1f}x ({secs:.2f} s vs cat A B {cat:.2f} s, median of "
+        indent = "" if side == "lab" else "  "  # the A1111-style side is a reference
+        print(f"{indent}{label} time: {secs / cat:.1f}x ({secs:.2f} s vs cat A B {cat:.2f} s, median of "
               f"{repeats}){target}")
-        print(f"{label} time vs copying A to OUT with fsync: {secs / copy:.1f}x ({secs:.2f} s vs "
+        print(f"  {label} time vs copying A to OUT with fsync: {secs / copy:.1f}x ({secs:.2f} s vs "
               f"{copy:.2f} s, median of {repeats})")
         if side == "lab":
             print(f"  merge time vs reading A and B once and writing OUT once with fsync (cat B, "
@@ -148,11 +150,10 @@ def main(repeats: int = 3) -> int:
                   f"write-behind hints, fsync): {behind / cat:.1f}x cat A B ({behind:.2f} s vs "
                   f"{cat:.2f} s, median of {repeats}); the merge is {secs / behind:.1f}x it")
         target = " target <= 1" if side == "lab" else ""
-        print(f"{label} peak memory: {peak * MB / GIB:.2f}x ({peak:.0f} MB vs 1 GiB, median of "
+        print(f"{indent}{label} peak memory: {peak * MB / GIB:.2f}x ({peak:.0f} MB vs 1 GiB, median of "
               f"{repeats}; {base:.0f} MB of it after imports; both files {size / MB:.0f} MB)"
               f"{target}")
-    print(f"  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end, "
-          f"{os.cpu_count()} CPUs")
+    print(load_line())
     return 0
 
 

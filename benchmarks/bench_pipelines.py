@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from loadavg import load_line
+
 REPO = Path(__file__).resolve().parents[1]
 LAYOUTS = REPO / "tests" / "data" / "layouts"
 REPEATS = 7
@@ -112,7 +114,7 @@ def bench_real_size(gpu: bool) -> None:
         path = zero_file("sd15.json", Path(tmp) / "sd15_zeros.safetensors")
         start = time.perf_counter()
         pipe = pipelines.load_pipeline(path, progress=False)
-        print(f"real-size SD1.5 zero file: {type(pipe).__name__} built offline in "
+        print(f"  real-size SD1.5 zero file: {type(pipe).__name__} built offline in "
               f"{time.perf_counter() - start:.1f} s on {pipe.device} ({pipe.unet.dtype})")
         if not gpu:
             return
@@ -145,7 +147,8 @@ def main() -> int:
     if gpu or "--real-size" in sys.argv:
         bench_real_size(gpu)
     else:
-        print("real-size SD1.5 check: no GPU here; run with --real-size to load it on the CPU")
+        print("  real-size SD1.5 check: no GPU here; run with --real-size to load it on the CPU")
+    print(load_line())
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import struct
 import subprocess
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from loadavg import load_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "tests" / "data" / "layouts" / "sd15.json"
@@ -105,7 +105,7 @@ def main(repeats: int = 3) -> int:
         path = Path(tmp) / "sd15_fp16.safetensors"
         largest = make_file(path)
         size = path.stat().st_size
-        print(f"file: {size / 1e9:.2f} GB, largest tensor {largest / MB:.0f} MB")
+        print(f"  file: {size / 1e9:.2f} GB, largest tensor {largest / MB:.0f} MB")
         cat_seconds(path)  # warm the page cache
         runs: dict[str, list] = {"cat": [], "lab": [], "load_all": []}
         for _ in range(repeats):  # alternate the sides in each repeat
@@ -126,7 +126,7 @@ def main(repeats: int = 3) -> int:
         print(f"{label if held else '  reference, ' + label} peak memory: {peak / budget:.2f}x "
               f"({peak:.0f} MB vs 2 x largest + 300 = {budget:.0f} MB, median of {repeats}; "
               f"{base:.0f} MB of it after imports)" + (" target <= 1" if held else ""))
-    print(f"  load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+    print(load_line())
     return 0
 
 
