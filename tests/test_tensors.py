@@ -45,3 +45,11 @@ def test_given_element_counts_are_used_as_given() -> None:
     table = TensorTable(["x"], [[2, 5]], ["F32"], numels=[10])
     assert n_params(table) == 10 and table.numels == [10]
     assert n_params(TensorTable([], [], [])) == 0 and dtype_counts(TensorTable([], [], [])) == {}
+
+
+def test_the_repr_shows_the_first_entries_and_the_count() -> None:
+    table = TensorTable([f"k{i}" for i in range(5)], [[2]] * 5, ["F32"] * 5)
+    text = repr(table)
+    assert text.startswith("TensorTable(5 tensors: {'k0': TensorInfo(shape=(2,), dtype='F32')")
+    assert "'k2'" in text and "'k3'" not in text and text.endswith("... 2 more})")
+    assert repr(TensorTable(["a"], [[1]], ["U8"])).endswith("dtype='U8')})")
