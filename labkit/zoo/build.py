@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from labkit.zoo import data_dir, manifest
+from labkit import zoo
+from labkit.zoo import manifest
 from labkit.zoo.card import FINETUNE_HEADING, model_card, section
 from labkit.zoo.evaluate import measure
 from labkit.zoo.export import export_base
@@ -84,7 +85,7 @@ def train_base(recipe: Recipe, workdir: Path, progress: bool = True) -> World:
     torch.manual_seed(recipe.seed)
     cfg = recipe.configs
     workdir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(data_dir() / "tokenizer")
+    tokenizer = load_tokenizer(zoo.TOKENIZER)
     text_encoder = make_text_encoder(cfg.text_encoder, recipe.seed)
     vae = make_vae(cfg.vae, recipe.seed)
     vae_stage = recipe.stage(workdir, "vae", recipe.vae_steps, recipe.vae_lr, progress,
@@ -135,7 +136,7 @@ def export_all(world: World, trained: list[TrainedAdapter], emb: TrainedEmbeddin
     """Write every form of the base and the adapters into `out`; manifest name -> path."""
     pipe = make_pipeline(world.tokenizers[0], world.encoders[0], world.vae, world.unet)
     pipe.scheduler = make_scheduler(FOLDER_SCHEDULER)
-    paths = export_base(pipe, world.raw_unet, out, workdir, global_step, data_dir() / "tokenizer")
+    paths = export_base(pipe, world.raw_unet, out, workdir, global_step, zoo.TOKENIZER)
     for t in trained:
         folder = out / ADAPTER_FOLDER[t.spec.method]
         name = f"demo_{t.spec.method}_{t.spec.style}"

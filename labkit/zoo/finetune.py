@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from labkit import zoo
 from labkit.convert import forms as convert
 from labkit.zoo import data_dir
 from labkit.zoo.card import FINETUNE_HEADING, QUICKSTART_HEADING, finetune_section, with_section
@@ -110,7 +111,7 @@ def export_finetune(world: World, out: Path, workdir: Path) -> Path:
 
     pipe = make_pipeline(world.tokenizers[0], world.encoders[0], world.vae, world.unet)
     pipe.scheduler = make_scheduler(FOLDER_SCHEDULER)
-    folder = save_folder(pipe, workdir / "finetune_pipeline", data_dir() / "tokenizer")
+    folder = save_folder(pipe, workdir / "finetune_pipeline", zoo.TOKENIZER)
     whole = convert.folder_to_single_file(folder, workdir / "finetune_whole.safetensors",
                                           dtype=torch.float16, overwrite=True)
     with safe_open(str(whole), "pt") as f:

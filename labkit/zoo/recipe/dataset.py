@@ -152,9 +152,9 @@ def render(s: Sample) -> np.ndarray:
 def trailing_words() -> tuple[str, ...]:
     """The words plain captions may end with: every whole lowercase word of 4-10 letters in the
     demo tokenizer's vocabulary, less the world's own words and HELD_OUT_WORDS."""
-    from labkit.zoo import data_dir
+    from labkit import zoo
 
-    vocab = json.loads((data_dir() / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
+    vocab = json.loads((zoo.TOKENIZER / "vocab.json").read_text(encoding="utf-8"))
     reserved = {*COLOURS, *BACKGROUNDS, *SHAPES, *(w for w in STYLES.values() if w),
                 "background", *HELD_OUT_WORDS}
     return tuple(sorted(w for token in vocab if token.endswith("</w>")

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from labkit import zoo
 from labkit.convert import forms as convert
-from labkit.zoo import data_dir
 from labkit.zoo.card import xl_model_card
 from labkit.zoo.evaluate import STRENGTHS, base_quality, quickstart_scores, word_robustness
 from labkit.zoo.export_adapters import write_kohya, write_sdxl_embedding
@@ -48,7 +48,7 @@ def _write_tokenizer(dst: Path, pad_token: str) -> None:
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     for name in ("vocab.json", "merges.txt"):
-        shutil.copy(data_dir() / "tokenizer" / name, dst / name)
+        shutil.copy(zoo.TOKENIZER / name, dst / name)
     write_configs(dst, pad_token)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from labkit import zoo
 from labkit.errors import LabkitError
-from labkit.zoo import data_dir
 from labkit.zoo.build import BASE_STYLES  # the same images as the SD1-style base
 from labkit.zoo.recipe.dataset import mixed_samples
 from labkit.zoo.recipe.models import Configs, make_scheduler, make_text_encoder, make_vae
@@ -65,7 +65,7 @@ def train_base_xl(recipe: XLRecipe, workdir: Path, progress: bool = True) -> Wor
     vae, te1 = shared_parts(recipe)
     vae.eval().requires_grad_(False)
     te2 = make_text_encoder_2(recipe.text_encoder_2, recipe.seed)
-    tokenizer = data_dir() / "tokenizer"
+    tokenizer = zoo.TOKENIZER
     tokenizers = [load_tokenizer(tokenizer), load_tokenizer(tokenizer, pad_token=PAD_2)]
     pool = cached_pool(workdir / "pool_base.safetensors", vae,
                        mixed_samples(pool_rng(recipe.seed, "base"), recipe.base_pool,
